@@ -1,4 +1,14 @@
-"""dsatgo_np: spiking neural networks trained with DS-ATGO, from scratch in NumPy (CuPy on GPU)."""
-from . import backend, gradcheck  # noqa: F401
+"""dsatgo_np: spiking neural networks trained with DS-ATGO, from scratch in NumPy (CuPy on GPU).
+
+    import dsatgo_np as dn
+    net = dn.models.mlp([784, 512, 512, 10], T=4, method="ds-atgo")
+    out = net.forward(dn.encode.direct(x, 4))          # [T, B, 10]
+    loss, dout = dn.losses.cross_entropy(out, y)
+    net.zero_grad(); net.backward(dout); opt.step()
+"""
+from . import (backend, encode, gradcheck, layers, losses, model, models, neuron, optim,  # noqa: F401
+               surrogate, threshold)
+from .backend import get_xp, to_numpy  # noqa: F401
+from .neuron import METHODS, SpikeConfig  # noqa: F401
 
 __version__ = "0.1.0"

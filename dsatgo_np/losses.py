@@ -1,0 +1,61 @@
+"""Losses on the time-averaged readout; each returns (loss, d_out).
+
+The readout layer emits out[t] at every step; the prediction is their mean over T
+(rate decoding):  m = (1/T) sum_t out[t],  [B, K].  Since dm/dout[t] = 1/T, every step
+receives the same gradient dL/dm / T.
+"""
+from __future__ import annotations
+
+from .backend import get_xp
+
+
+def _check(out, y):
+    if out.ndim != 3:
+        raise ValueError(f"losses expect the readout as [T, B, K], got shape {tuple(out.shape)}")
+    if y.shape != (out.shape[1],):
+        raise ValueError(f"labels of shape {tuple(y.shape)} do not match a batch of "
+                         f"{out.shape[1]}: expected integer labels of shape [B]")
+
+
+def cross_entropy(out, y, label_smoothing: float = 0.0):
+    """Cross-entropy of softmax(mean_t out[t]) against labels y, averaged over the batch.
+
+    out: [T, B, K] readout, y: [B] integer labels. With smoothing e the target is
+    q = (1 - e) onehot(y) + e / K (PyTorch's convention). dL/dm = (softmax(m) - q) / B.
+    Returns (loss as a 0-d array, d_out [T, B, K]).
+    """
+    _check(out, y)
+    xp = get_xp(out)
+    T, B, K = out.shape
+    m = out.mean(axis=0)                                    # (B, K)
+    z = m - m.max(axis=1, keepdims=True)                    # stable log-softmax
+    logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+    q = xp.full((B, K), label_smoothing / K, dtype=out.dtype)
+    q[xp.arange(B), y] += 1.0 - label_smoothing
+    loss = -(q * logp).sum() / B
+    dm = (xp.exp(logp) - q) / B                             # (B, K)
+    d_out = xp.broadcast_to(dm / T, out.shape).copy()       # (T, B, K): dm/dout[t] = 1/T
+    return loss, d_out
+
+
+def mse(out, y):
+    """Mean squared error between mean_t out[t] and onehot(y), over B * K entries.
+
+    out: [T, B, K], y: [B] -> (loss, d_out [T, B, K]); dL/dm = 2 (m - onehot) / (B K).
+    """
+    _check(out, y)
+    xp = get_xp(out)
+    T, B, K = out.shape
+    m = out.mean(axis=0)
+    target = xp.zeros((B, K), dtype=out.dtype)
+    target[xp.arange(B), y] = 1.0
+    diff = m - target
+    loss = (diff * diff).mean()
+    d_out = xp.broadcast_to(2.0 * diff / (B * K * T), out.shape).copy()
+    return loss, d_out
+
+
+def accuracy(out, y) -> float:
+    """Share of samples whose time-averaged readout peaks at the label."""
+    _check(out, y)
+    return float((out.mean(axis=0).argmax(axis=1) == y).mean())

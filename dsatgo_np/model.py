@@ -1,0 +1,502 @@
+"""The thin stateful shell: parameters, buffers, train/eval, Sequential, state dicts.
+
+Modules hold what persists (weights, BatchNorm statistics, running thresholds) and the cache
+of their last forward; the arithmetic lives in the pure functions of layers.py, conv.py and
+neuron.py. Every module maps [T, B, ...] to [T, B, ...]; stateless layers fold time into the
+batch, [T, B, ...] -> [T * B, ...], so one matrix product serves every step.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from . import conv, layers
+from .backend import get_backend, get_xp, to_device, to_numpy
+from .neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_rule
+
+
+class Parameter:
+    """A learnable array and its gradient, in PyTorch's layouts."""
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = get_xp(data).zeros_like(data)
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: named parameters, buffers and children; train()/eval(); state dicts."""
+
+    def __init__(self):
+        self.training = True
+        self._params: dict[str, Parameter] = {}
+        self._buffers: dict[str, object] = {}
+        self._children: dict[str, Module] = {}
+
+    # --- structure -----------------------------------------------------------------------
+    def named_parameters(self, prefix: str = ""):
+        for name, p in self._params.items():
+            yield prefix + name, p
+        for cname, child in self._children.items():
+            yield from child.named_parameters(f"{prefix}{cname}.")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = ""):
+        for name, b in self._buffers.items():
+            yield prefix + name, b
+        for cname, child in self._children.items():
+            yield from child.named_buffers(f"{prefix}{cname}.")
+
+    def modules(self):
+        yield self
+        for child in self._children.values():
+            yield from child.modules()
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def to(self, backend: str):
+        """Move every parameter and buffer to "numpy" (CPU) or "cupy" (GPU)."""
+        xp = get_backend(backend)
+        for m in self.modules():
+            for p in m._params.values():
+                p.data, p.grad = to_device(p.data, xp), to_device(p.grad, xp)
+            for k, b in m._buffers.items():
+                m._buffers[k] = to_device(b, xp)
+        return self
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # --- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """name -> NumPy array copy, parameters then buffers (BN statistics, running thresholds)."""
+        state = {name: to_numpy(p.data).copy() for name, p in self.named_parameters()}
+        state.update({name: to_numpy(b).copy() for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict):
+        """Copy arrays into this model; every entry must be present with the right shape."""
+        own = dict(self.named_parameters())
+        bufs = {name: None for name, _ in self.named_buffers()}
+        expected = list(own) + list(bufs)
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in own and k not in bufs]
+        if missing or unexpected:
+            raise ValueError("state dict does not fit this model (another architecture, "
+                             f"method or T?): missing {missing[:6]}, unexpected {unexpected[:6]}")
+        for name in expected:
+            value = np.asarray(state[name])
+            holder, key = self._locate(name)
+            current = holder._params[key].data if key in holder._params else holder._buffers[key]
+            if value.shape != current.shape:
+                raise ValueError(f"state dict entry {name!r} has shape {value.shape}, the model "
+                                 f"expects {tuple(current.shape)}: was it saved from another "
+                                 "architecture or another T?")
+            new = to_device(value, get_xp(current)).astype(current.dtype)
+            if key in holder._params:
+                holder._params[key].data = new.copy()
+            else:
+                holder._buffers[key] = new.copy()
+        return self
+
+    def _locate(self, name: str):
+        holder = self
+        parts = name.split(".")
+        for part in parts[:-1]:
+            holder = holder._children[part]
+        return holder, parts[-1]
+
+
+def _fold(x):
+    """[T, B, ...] -> [T * B, ...]; a static (direct-encoded) input keeps only x[0]."""
+    return x.reshape((-1,) + x.shape[2:])                 # (T*B, ...)
+
+
+def is_static(x) -> bool:
+    """True for a direct-encoded input: the same array at every step (time stride 0)."""
+    return x.ndim > 1 and x.shape[0] > 1 and x.strides[0] == 0
+
+
+def _check_input(name, x, weight, ndim):
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: expected input of {ndim} dimensions ([T, B, ...]), got shape "
+                         f"{tuple(x.shape)}; encode static data first with dn.encode.direct(x, T)")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name}: input dtype {x.dtype} differs from the model's {weight.dtype}; "
+                        f"cast the input with x.astype('{weight.dtype}') or build the model "
+                        f"with dtype='{x.dtype}'")
+
+
+# --- layers with parameters ----------------------------------------------------------------
+
+class Linear(Module):
+    """Time-distributed linear layer, [T, B, I] -> [T, B, O]; weight [O, I] as in PyTorch."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, rng=None, dtype="float32"):
+        super().__init__()
+        rng = rng or np.random.default_rng(0)
+        bound = 1.0 / np.sqrt(n_in)                       # PyTorch's default uniform init
+        self._params["weight"] = Parameter(rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype))
+        if bias:
+            self._params["bias"] = Parameter(rng.uniform(-bound, bound, n_out).astype(dtype))
+
+    def forward(self, x):
+        w = self._params["weight"].data
+        _check_input("Linear", x, w, 3)
+        b = self._params["bias"].data if "bias" in self._params else None
+        self.static = is_static(x)
+        T, B = x.shape[:2]
+        # A direct-encoded input is the same at every step: compute once, broadcast over T.
+        out, self.cache = layers.linear_forward(x[0] if self.static else _fold(x), w, b)
+        if self.static:
+            return get_xp(out).broadcast_to(out, (T,) + out.shape)
+        return out.reshape(T, B, -1)                     # (T, B, O)
+
+    def backward(self, dout, need_dx: bool = True):
+        T, B = dout.shape[:2]
+        w = self.cache.weight
+        if self.static:                       # x[t] = x[0] for all t: dW = (sum_t dout[t])^T x[0]
+            _, grads = layers.linear_backward(dout.sum(axis=0), self.cache, need_dx=False)
+            dx = (_fold(dout) @ w).reshape(T, B, -1) if need_dx else None
+        else:
+            dx, grads = layers.linear_backward(_fold(dout), self.cache, need_dx)
+            dx = None if dx is None else dx.reshape(T, B, -1)
+        for k, g in grads.items():
+            self._params[k].grad += g
+        return dx
+
+
+class Conv2d(Module):
+    """Time-distributed 2-D convolution, [T, B, C, H, W] -> [T, B, F, OH, OW]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1,
+                 padding: int = 1, bias: bool = False, rng=None, dtype="float32"):
+        super().__init__()
+        rng = rng or np.random.default_rng(0)
+        bound = 1.0 / np.sqrt(c_in * kernel * kernel)
+        self._params["weight"] = Parameter(
+            rng.uniform(-bound, bound, (c_out, c_in, kernel, kernel)).astype(dtype))
+        if bias:
+            self._params["bias"] = Parameter(rng.uniform(-bound, bound, c_out).astype(dtype))
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x):
+        w = self._params["weight"].data
+        _check_input("Conv2d", x, w, 5)
+        b = self._params["bias"].data if "bias" in self._params else None
+        self.static = is_static(x)
+        T, B = x.shape[:2]
+        out, self.cache = conv.conv2d_forward(x[0] if self.static else _fold(x), w, b,
+                                              stride=self.stride, padding=self.padding)
+        if self.static:
+            return get_xp(out).broadcast_to(out, (T,) + out.shape)
+        return out.reshape((T, B) + out.shape[1:])        # (T, B, F, OH, OW)
+
+    def backward(self, dout, need_dx: bool = True):
+        T, B = dout.shape[:2]
+        if self.static:                       # x[t] = x[0] for all t: dW from sum_t dout[t]
+            _, grads = conv.conv2d_backward(dout.sum(axis=0), self.cache, need_dx=False)
+            dx = None
+            if need_dx:                       # dL/dx[t] differs per step: one pass per step
+                dx = get_xp(dout).stack([conv.conv2d_backward(dout[t], self.cache)[0]
+                                         for t in range(T)])
+        else:
+            dx, grads = conv.conv2d_backward(_fold(dout), self.cache, need_dx=need_dx)
+            dx = None if dx is None else dx.reshape((T, B) + dx.shape[1:])
+        for k, g in grads.items():
+            self._params[k].grad += g
+        return dx
+
+
+class BatchNorm(Module):
+    """tdBN: per-channel BatchNorm over time, batch and space; input [T, B, C, ...].
+
+    Training normalises with the batch's biased variance; the running variance is updated
+    with the unbiased one (PyTorch's conventions, momentum 0.1, eps 1e-5).
+    """
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5,
+                 scale: float = 1.0, dtype="float32"):
+        super().__init__()
+        self._params["weight"] = Parameter(np.full(channels, scale, dtype=dtype))
+        self._params["bias"] = Parameter(np.zeros(channels, dtype=dtype))
+        self._buffers["running_mean"] = np.zeros(channels, dtype=dtype)
+        self._buffers["running_var"] = np.ones(channels, dtype=dtype)
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, x):
+        gamma, beta = self._params["weight"].data, self._params["bias"].data
+        if x.ndim < 3 or x.shape[2] != gamma.shape[0]:
+            raise ValueError(f"BatchNorm over {gamma.shape[0]} channels got input of shape "
+                             f"{tuple(x.shape)}; expected [T, B, {gamma.shape[0]}, ...]")
+        T, B = x.shape[:2]
+        if not self.training:
+            stats = (gamma, beta, self._buffers["running_mean"], self._buffers["running_var"], self.eps)
+            if is_static(x):                               # same input at every step
+                return get_xp(x).broadcast_to(layers.batchnorm_eval(x[0], *stats), x.shape)
+            return layers.batchnorm_eval(_fold(x), *stats).reshape(x.shape)
+        out, self.cache, mean, var = layers.batchnorm_forward(_fold(x), gamma, beta, self.eps)
+        m = out.size // out.shape[1]
+        rm, rv, mom = self._buffers["running_mean"], self._buffers["running_var"], self.momentum
+        self._buffers["running_mean"] = (1 - mom) * rm + mom * mean
+        self._buffers["running_var"] = (1 - mom) * rv + mom * var * (m / max(m - 1, 1))
+        return out.reshape(x.shape)
+
+    def backward(self, dout, need_dx: bool = True):
+        dx, grads = layers.batchnorm_backward(_fold(dout), self.cache)
+        for k, g in grads.items():
+            self._params[k].grad += g
+        return dx.reshape(dout.shape)
+
+
+# --- the spiking neuron ----------------------------------------------------------------------
+
+class Spiking(Module):
+    """LIF (fixed lam) or PLIF (lam = sigmoid(w), w learnable) with DS-ATGO thresholds.
+
+    Buffer running_threshold [T]: R[t] <- (1 - m) R[t] + m theta[t] in training, used as the
+    threshold in eval mode by the adaptive methods. scale_from: the BatchNorm feeding this
+    neuron, whose mean scale g sets MPD-AGL's surrogate width.
+    """
+
+    def __init__(self, T: int, config: SpikeConfig | None = None, neuron: str = "lif",
+                 lam: float = 0.2, scale_from: BatchNorm | None = None, dtype="float32"):
+        super().__init__()
+        if neuron not in ("lif", "plif"):
+            raise ValueError(f"unknown neuron {neuron!r}: choose 'lif' or 'plif'")
+        self.config = config or SpikeConfig()
+        self.neuron, self.T, self.scale_from = neuron, T, scale_from
+        if neuron == "plif":   # w = -ln((1 - lam) / lam), so sigmoid(w) = lam (-ln 4 for 0.2)
+            self._params["w"] = Parameter(np.array(-np.log(1 / lam - 1), dtype=dtype))
+        else:
+            self.lam = lam
+        self._buffers["running_threshold"] = np.full(T, self.config.v_th, dtype=dtype)
+        self.record = False      # keep the eval-mode cache (for diagnostics)
+        self.frozen = None       # (theta [T], k [T]) to replay instead of the rule (gradient checks)
+        self.cache = None
+
+    def decay(self, xp, dtype):
+        if self.neuron == "plif":
+            return 1 / (1 + xp.exp(-self._params["w"].data))
+        return xp.asarray(self.lam, dtype=dtype)
+
+    def forward(self, x):
+        xp, cfg = get_xp(x), self.config
+        if x.ndim < 3:
+            raise ValueError(f"Spiking: expected [T, B, ...], got shape {tuple(x.shape)}")
+        if cfg.adaptive and x.shape[0] != self.T:
+            raise ValueError(f"this spiking layer keeps running thresholds for T={self.T} steps, "
+                             f"but the input has T={x.shape[0]}; build the model with "
+                             f"T={x.shape[0]} or encode the input with T={self.T}")
+        lam = self.decay(xp, x.dtype)
+        g = None
+        if cfg.method == "mpd-agl":
+            if self.scale_from is None:
+                raise ValueError("method 'mpd-agl' needs the BatchNorm that feeds the neuron "
+                                 "(Spiking(..., scale_from=bn))")
+            g = self.scale_from._params["weight"].data.mean()
+        if self.frozen is not None:
+            rule = replay_rule(*self.frozen)
+        else:
+            rule = make_rule(cfg, lam, self.training, self._buffers["running_threshold"], g)
+        S, cache = lif_forward(x, lam, rule, cfg.smooth, cfg.detach_reset,
+                               cfg.threshold_grad and cfg.adaptive and self.frozen is None, cfg.f_c)
+        if self.training and cfg.adaptive and cfg.threshold == "measured":
+            r = self._buffers["running_threshold"]
+            self._buffers["running_threshold"] = (1 - cfg.momentum) * r + cfg.momentum * cache.theta
+        self.cache = cache if (self.training or self.record) else None
+        return S
+
+    def backward(self, dout, need_dx: bool = True):
+        dx, dlam = lif_backward(dout, self.cache)
+        if self.neuron == "plif":
+            lam = self.cache.lam
+            self._params["w"].grad += dlam * lam * (1 - lam)     # dsigmoid(w)/dw = lam (1 - lam)
+        return dx
+
+
+# --- stateless layers --------------------------------------------------------------------------
+
+class AvgPool2d(Module):
+    def __init__(self, kernel: int = 2):
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        out, self.cache = conv.avgpool2d_forward(_fold(x), self.kernel)
+        return out.reshape((T, B) + out.shape[1:])
+
+    def backward(self, dout, need_dx: bool = True):
+        dx = conv.avgpool2d_backward(_fold(dout), self.cache)
+        return dx.reshape(dout.shape[:2] + dx.shape[1:])
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel: int = 2, stride: int | None = None):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        out, self.cache = conv.maxpool2d_forward(_fold(x), self.kernel, self.stride)
+        return out.reshape((T, B) + out.shape[1:])
+
+    def backward(self, dout, need_dx: bool = True):
+        dx = conv.maxpool2d_backward(_fold(dout), self.cache)
+        return dx.reshape(dout.shape[:2] + dx.shape[1:])
+
+
+class GlobalAvgPool(Module):
+    """[T, B, C, H, W] -> [T, B, C]: mean over space."""
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        out, self.cache = conv.global_avgpool_forward(_fold(x))
+        return out.reshape(T, B, -1)
+
+    def backward(self, dout, need_dx: bool = True):
+        dx = conv.global_avgpool_backward(_fold(dout), self.cache)
+        return dx.reshape(dout.shape[:2] + dx.shape[1:])
+
+
+class Flatten(Module):
+    """[T, B, ...] -> [T, B, prod(...)]."""
+
+    def forward(self, x):
+        self.shape = x.shape
+        return x.reshape(x.shape[0], x.shape[1], -1)
+
+    def backward(self, dout, need_dx: bool = True):
+        return dout.reshape(self.shape)
+
+
+class Dropout(Module):
+    """Dropout with one mask per sample shared by all time steps; identity in eval mode."""
+
+    def __init__(self, p: float = 0.5, seed: int = 0):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p, self.rng = p, np.random.default_rng(seed)
+
+    def forward(self, x):
+        self.keep = None
+        if not self.training or self.p == 0:
+            return x
+        out, self.keep = layers.dropout_forward(x, self.p, self.rng)
+        return out
+
+    def backward(self, dout, need_dx: bool = True):
+        return dout if self.keep is None else layers.dropout_backward(dout, self.keep)
+
+
+# --- containers ----------------------------------------------------------------------------------
+
+class Sequential(Module):
+    """Modules applied in order; backward walks them in reverse."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            self._children[str(i)] = m
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, i):
+        return list(self._children.values())[i]
+
+    def forward(self, x):
+        for m in self._children.values():
+            x = m.forward(x)
+        return x
+
+    def backward(self, dout, need_dx: bool = False):
+        """Backpropagate dL/dout; returns dL/dx only when need_dx (the first layer skips it)."""
+        mods = list(self._children.values())
+        # a layer needs dL/dx only if something before it learns (or the caller asks)
+        learns_before = [need_dx]
+        for m in mods[:-1]:
+            learns_before.append(learns_before[-1] or any(True for _ in m.named_parameters()))
+        for m, need in zip(reversed(mods), reversed(learns_before)):
+            dout = m.backward(dout, need_dx=need)
+            if dout is None:
+                break
+        return dout
+
+
+class SEWBlock(Module):
+    """Spike-element-wise residual block: out = main(x) + shortcut(x) (SEW's ADD).
+
+    main: conv-BN-spike-conv-BN-spike; shortcut: identity, or conv1x1-BN-spike when the
+    shape changes. The sum of two spike trains may reach 2: SEW's ADD keeps it.
+    """
+
+    def __init__(self, main: Sequential, shortcut: Sequential | None = None):
+        super().__init__()
+        self._children["main"] = main
+        if shortcut is not None:
+            self._children["shortcut"] = shortcut
+
+    def forward(self, x):
+        out = self._children["main"].forward(x)
+        short = self._children.get("shortcut")
+        return out + (x if short is None else short.forward(x))
+
+    def backward(self, dout, need_dx: bool = True):
+        dx = self._children["main"].backward(dout, need_dx=True)     # d(a + b)/da = 1
+        short = self._children.get("shortcut")
+        return dx + (dout if short is None else short.backward(dout, need_dx=True))
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+def save_npz(path, arrays: dict):
+    """Write arrays to an .npz atomically: a temporary file in the same folder, then a rename,
+    so an interrupted save never leaves a half-written checkpoint behind."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{k: to_numpy(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_npz(path) -> dict:
+    """Read an .npz written by save_npz, with a clear error for missing or corrupt files."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}: check the path or the run folder")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ValueError(f"checkpoint {path!r} is corrupt or not an .npz file ({e}); "
+                         "delete it and use another checkpoint of the run") from e

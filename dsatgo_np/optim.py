@@ -1,0 +1,97 @@
+"""Optimisers and learning-rate schedules with PyTorch's semantics, so results compare.
+
+Each optimiser updates Parameter objects (with .data and .grad) in place.
+"""
+from __future__ import annotations
+
+import math
+
+from .backend import get_xp
+
+
+class SGD:
+    """SGD with momentum and weight decay, as torch.optim.SGD (dampening 0).
+
+        g = grad + weight_decay * p          (decay joins the gradient before momentum)
+        b = momentum * b + g                 (b = g at the first step)
+        p = p - lr * (g + momentum * b if nesterov else b)
+    """
+
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        self.params = list(params)
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
+        self.buffers = [None] * len(self.params)
+
+    def step(self):
+        for i, p in enumerate(self.params):
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+            if self.momentum:
+                b = self.buffers[i]
+                if b is None:
+                    b = self.buffers[i] = g.copy()
+                else:
+                    b *= self.momentum
+                    b += g
+                g = g + self.momentum * b if self.nesterov else b
+            p.data -= self.lr * g
+
+    def state_dict(self) -> dict:
+        return {f"momentum.{i}": b for i, b in enumerate(self.buffers) if b is not None}
+
+    def load_state_dict(self, state: dict):
+        xp = get_xp(self.params[0].data) if self.params else None
+        for i, p in enumerate(self.params):
+            b = state.get(f"momentum.{i}")
+            self.buffers[i] = None if b is None else xp.asarray(b, dtype=p.data.dtype).copy()
+
+
+class Adam:
+    """Adam as torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        self.params = list(params)
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.t = 0
+        self.m = [None] * len(self.params)
+        self.v = [None] * len(self.params)
+
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            xp = get_xp(p.data)
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+            if self.m[i] is None:
+                self.m[i], self.v[i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
+            self.m[i] = b1 * self.m[i] + (1 - b1) * g
+            self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
+            m_hat = self.m[i] / (1 - b1 ** self.t)
+            v_hat = self.v[i] / (1 - b2 ** self.t)
+            p.data -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+
+    def state_dict(self) -> dict:
+        state = {"t": self.t}
+        for i in range(len(self.params)):
+            if self.m[i] is not None:
+                state[f"m.{i}"], state[f"v.{i}"] = self.m[i], self.v[i]
+        return state
+
+    def load_state_dict(self, state: dict):
+        self.t = int(state.get("t", 0))
+        for i, p in enumerate(self.params):
+            xp = get_xp(p.data)
+            if f"m.{i}" in state:
+                self.m[i] = xp.asarray(state[f"m.{i}"], dtype=p.data.dtype).copy()
+                self.v[i] = xp.asarray(state[f"v.{i}"], dtype=p.data.dtype).copy()
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Cosine annealing (torch's CosineAnnealingLR, T_max = total_steps) at a given step."""
+    if total_steps <= 0:
+        return base_lr
+    step = min(step, total_steps)
+    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * step / total_steps)) / 2

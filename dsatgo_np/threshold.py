@@ -1,0 +1,60 @@
+"""Forward stage of DS-ATGO: the adaptive threshold (AT), METHOD.md section 3.
+
+At every step t, one scalar per layer from the statistics of the whole tensor H[t]
+(all batch elements and all neurons):
+
+    mu[t] = mean(H[t]),  sigma[t] = std(H[t], ddof=1),  theta[t] = f_c * (mu[t] + sigma[t])
+
+If H ~ N(mu, sigma^2) then P(H >= theta) = 1 - Phi(1) = 15.87 % for f_c = 1 (Theorem 1),
+whatever the layer's scale. For inference, a running threshold per step is kept like a
+BatchNorm running statistic: R[t] <- (1 - m) R[t] + m theta[t].
+
+Constant in backward (by default): mu, sigma and theta. The option threshold_grad lets the
+gradient flow through theta via threshold_vjp() (DERIVATIONS.md section 5).
+"""
+from __future__ import annotations
+
+from .backend import get_xp
+
+
+def layer_stats(h):
+    """(mu, sigma) of the whole tensor h, as 0-d arrays; sigma uses ddof=1 like torch.std.
+
+    No float() here: on a GPU that would force a device sync at every step.
+    """
+    xp = get_xp(h)
+    mu = xp.mean(h)
+    sigma = xp.std(h, ddof=1)
+    return mu, sigma
+
+
+def adaptive_threshold(mu, sigma, f_c: float = 1.0):
+    """theta = f_c * (mu + sigma): about 15.9 % of a Gaussian layer fires when f_c = 1."""
+    return f_c * (mu + sigma)
+
+
+def estimated_threshold(lam, f_c: float = 1.0, v_th: float = 1.0):
+    """The ablation's "estimated" threshold f_c * sqrt(1 + lam^2) * v_th (no measured statistics).
+
+    From the Gaussian model of H: after the first step H = lam V[t-1] + X[t] adds two terms of
+    scale v_th, so its spread is about sqrt(1 + lam^2) v_th.
+    """
+    xp = get_xp(lam)
+    return f_c * xp.sqrt(1 + lam * lam) * v_th
+
+
+def update_running(running, theta, momentum: float = 0.1):
+    """R <- (1 - m) R + m theta, elementwise over the T steps; returns a new array."""
+    return (1 - momentum) * running + momentum * theta
+
+
+def threshold_vjp(dtheta, h, mu, sigma, f_c: float = 1.0):
+    """dL/dH contributed through theta = f_c (mu + sigma), given dL/dtheta (a 0-d array).
+
+        dmu/dH_i    = 1 / N
+        dsigma/dH_i = (H_i - mu) / ((N - 1) sigma)      (ddof = 1)
+
+    so dL/dH_i = dL/dtheta * f_c * (1/N + (H_i - mu) / ((N - 1) sigma)).
+    """
+    n = h.size
+    return dtheta * f_c * (1.0 / n + (h - mu) / ((n - 1) * sigma))

@@ -1,0 +1,416 @@
+"""Data sets as NumPy arrays: loading, normalisation, batching and augmentation.
+
+    x, y = load("mnist", "train")            # x float32 [60000, 1, 28, 28] in [0, 1], y int64
+    for xb, yb in batches(x, y, 128, seed=0, epoch=3):
+        xb = normalize(xb, "mnist")
+
+Data sets: ``mnist`` and ``fashion-mnist`` (IDX files fetched and md5-checked by
+:mod:`dsatgo_np.fetch`), ``cifar10`` (decoded once from local pickle batches, an image folder or
+its tarball, e.g. the shared JPEG copy, then cached as ``.npz``) and ``digits`` (scikit-learn's
+8x8 digits, offline). Every problem raises :class:`DataError` with a message saying how to fix it.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .backend import get_xp
+from .fetch import (DATASETS, IDX_FILES, MD5, SPLITS, DataError, atomic_write, check_name,
+                    dataset_dir, default_root, fetch_idx, file_hash, log, require_sklearn)
+from .progress import Progress
+
+__all__ = ["DATASETS", "NORMALIZATION", "DataError", "load", "fetch", "default_root",
+           "normalize", "batches", "num_batches", "random_crop_flip", "read_idx", "dataset_label"]
+
+# Per-channel (mean, std) of x in [0, 1], over each data set's training split.
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    # Measured on the shared JPEG q75 copy (its README); the official release is within 0.001.
+    "cifar10": ((0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)),
+    # x = pixel / 16 over the 1,437 training digits of our split (seed 0), population std:
+    # xtr = load("digits", "train")[0]; xtr.mean() = 0.30545, xtr.std() = 0.37604.
+    "digits": ((0.3054,), (0.3760,)),
+}
+
+DIGITS_SEED, DIGITS_TRAIN = 0, 1437  # shuffle all 1,797 digits with seed 0: 1,437 train, 360 test
+
+
+# --------------------------------------------------------------------------- public API
+def load(name: str, split: str = "train", root=None, download: bool = True,
+         progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Data set ``name``'s ``split`` as ``(x, y)``.
+
+    Returns x float32 ``[N, C, H, W]`` in [0, 1] (MNIST/Fashion ``[N, 1, 28, 28]``, CIFAR-10
+    ``[N, 3, 32, 32]``, digits ``[N, 1, 8, 8]``) and y int64 ``[N]``.
+    ``root``: cache root (default :func:`default_root`). ``download``: allow commands and the
+    network (MNIST/Fashion); local files are always used. ``progress``: status lines and bars.
+    """
+    check_name(name)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    if name in MD5:
+        return _load_idx(name, split, root, download, progress)
+    if name == "cifar10":
+        return _load_cifar10(split, root, progress)
+    return _load_digits(split)
+
+
+def fetch(name: str, root=None, progress: bool = True) -> Path:
+    """Make sure data set ``name``'s files are in the cache and verified; returns its folder.
+
+    MNIST/Fashion-MNIST: the four IDX files (sources in ``dsatgo_np.fetch.SOURCES``).
+    CIFAR-10: both splits decoded into ``train.npz`` / ``test.npz``. digits: nothing to fetch.
+    """
+    check_name(name)
+    if name in MD5:
+        return fetch_idx(name, root, download=True, verbose=progress)
+    if name == "cifar10":
+        return _ensure_cifar10(root, SPLITS, progress)
+    require_sklearn()
+    return dataset_dir(name, root)
+
+
+def dataset_label(name: str, root=None) -> str:
+    """The name to report results under, e.g. ``"MNIST"`` or ``"CIFAR-10 (JPEG q75 copy)"``.
+
+    For cifar10 this reads the cache, so call it after :func:`load`.
+    """
+    check_name(name)
+    if name != "cifar10":
+        return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "digits": "digits"}[name]
+    for split in SPLITS:
+        path = dataset_dir(name, root) / f"{split}.npz"
+        if path.is_file():
+            return str(_read_npz(path, ("label",))["label"])
+    raise DataError("dataset_label('cifar10') reads the decoded cache: call load('cifar10') first")
+
+
+def normalize(x, name: str):
+    """``(x - mean) / std`` per channel with :data:`NORMALIZATION`; x ``[..., C, H, W]``, float32."""
+    if name not in NORMALIZATION:
+        raise DataError(f"no normalization constants for {name!r}: choose one of "
+                        f"{', '.join(NORMALIZATION)}")
+    mean, std = NORMALIZATION[name]
+    if x.ndim < 3 or x.shape[-3] != len(mean):
+        raise DataError(f"normalize(x, {name!r}) needs x shaped [N, {len(mean)}, H, W], got "
+                        f"{tuple(x.shape)}")
+    xp = get_xp(x)
+    m = xp.asarray(mean, dtype=xp.float32).reshape(-1, 1, 1)
+    s = xp.asarray(std, dtype=xp.float32).reshape(-1, 1, 1)
+    return ((xp.asarray(x, dtype=xp.float32) - m) / s).astype(xp.float32, copy=False)
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches :func:`batches` yields for ``n`` samples."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def batches(x, y, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+            drop_last: bool = False):
+    """Yield ``(xb, yb)`` batches of ``x [N, ...]`` and ``y [N]``.
+
+    The order depends only on ``(seed, epoch)`` (``np.random.default_rng([seed, epoch])``), so
+    a run resumed at epoch k sees exactly the batches it would have seen. The last batch is
+    smaller unless ``drop_last``.
+    """
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"x and y differ in length ({n} vs {len(y)}): pass matching arrays")
+    count = num_batches(n, batch_size, drop_last)  # validates batch_size now, not at first next()
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
+    return _batch_iter(x, y, batch_size, count, order)
+
+
+def _batch_iter(x, y, batch_size, count, order):
+    xp = get_xp(x)
+    for b in range(count):
+        lo, hi = b * batch_size, (b + 1) * batch_size
+        if order is None:
+            yield x[lo:hi], y[lo:hi]  # views: no copy when not shuffling
+        else:
+            idx = order[lo:hi] if xp is np else xp.asarray(order[lo:hi])
+            yield x[idx], y[idx]
+
+
+def random_crop_flip(x, rng: np.random.Generator, pad: int = 4):
+    """CIFAR augmentation of a batch ``[B, C, H, W]``: zero-pad by ``pad``, crop a random
+    ``H x W`` window per image, then flip it left-right with p = 0.5. Returns a new array.
+
+    Draws, in this order: row offsets ``[B]``, column offsets ``[B]``, flip coins ``[B]``.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"random_crop_flip needs a batch [B, C, H, W], got shape {x.shape}")
+    xp = get_xp(x)
+    B, C, H, W = x.shape
+    oy = rng.integers(0, 2 * pad + 1, size=B)
+    ox = rng.integers(0, 2 * pad + 1, size=B)
+    flip = rng.random(B) < 0.5
+    padded = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    rows = oy[:, None] + np.arange(H)  # [B, H] rows of the padded image to keep
+    cols = ox[:, None] + np.arange(W)  # [B, W]
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)  # a flip reads the columns backwards
+    # One gather for the whole batch: index arrays broadcast to [B, C, H, W].
+    b = xp.asarray(np.arange(B)[:, None, None, None])
+    c = xp.asarray(np.arange(C)[None, :, None, None])
+    return padded[b, c, xp.asarray(rows[:, None, :, None]), xp.asarray(cols[:, None, None, :])]
+
+
+# --------------------------------------------------------------------------- IDX format
+# IDX type byte -> big-endian dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
+IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _idx_header(head: bytes, path: Path) -> tuple[np.dtype, tuple, int]:
+    """Parse the magic number: ``(dtype, dims, header length)``."""
+    fix = f"delete {path} so it is fetched again"
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number {head[:4].hex()}): {fix}")
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header: {fix}")
+    dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.dtype(IDX_DTYPES[head[2]]), dims, 4 + 4 * ndim
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (raw or .gz) into an array of its dims, in native byte order.
+
+    Truncated, over-long or corrupt files raise DataError naming the file.
+    """
+    path = Path(path)
+    fix = f"delete {path} so it is fetched again"
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        if gz:
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(4 + 4 * 255)  # enough for any header; the data is read below
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path} ({e}): it is truncated or corrupt; {fix}") from e
+    dtype, dims, start = _idx_header(raw, path)
+    count = int(np.prod(dims, dtype=np.int64))
+    have = (len(raw) if gz else path.stat().st_size) - start
+    if have != count * dtype.itemsize:
+        what = "truncated" if have < count * dtype.itemsize else "longer than its header says"
+        raise DataError(f"{path} is {what}: its header says {dims} of {dtype} "
+                        f"({count * dtype.itemsize} bytes) but {have} bytes follow; {fix}")
+    if gz:
+        data = np.frombuffer(raw, dtype, count, offset=start)
+    else:
+        data = np.fromfile(path, dtype, count, offset=start)
+    # astype copies to native byte order (and a writable array for frombuffer's read-only view).
+    return data.astype(dtype.newbyteorder("="), copy=gz).reshape(dims)
+
+
+def _load_idx(name, split, root, download, verbose):
+    directory = fetch_idx(name, root, download, verbose)
+    images, labels = (read_idx(directory / f) for f in IDX_FILES[split])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{directory}: {split} images {images.shape} and labels {labels.shape} "
+                        f"do not match: delete the folder's files so they are fetched again")
+    # One pass uint8 -> float32 (exactly k/255): this is most of the load time.
+    x = np.divide(images[:, None], np.float32(255), dtype=np.float32)
+    return x, labels.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- digits
+def _load_digits(split):
+    digits = require_sklearn().load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # [1797, 1, 8, 8], pixels 0..16
+    y = digits.target.astype(np.int64)
+    perm = np.random.default_rng(DIGITS_SEED).permutation(len(y))
+    idx = perm[:DIGITS_TRAIN] if split == "train" else perm[DIGITS_TRAIN:]
+    return x[idx], y[idx]
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_TARBALL = "cifar10-jpeg-q75.tar.gz"  # the shared copy (see shared/data/README.md)
+CIFAR10_TARBALL_SHA256 = "efac85c8ed52f4ead1e1f1b670d8dcf435d551fccebdd8b6365e0a01a504f3a4"
+CIFAR10_JPEG_LABEL = "CIFAR-10 (JPEG q75 copy)"
+_PICKLES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_noted_labels: set = set()  # print the labelling note once per process
+
+
+def _cifar10_candidates(directory: Path) -> list[Path]:
+    """Where CIFAR-10 may be, in order: $DSATGO_CIFAR10, the cache folder, the shared copy."""
+    env = os.environ.get("DSATGO_CIFAR10")
+    repo = Path(__file__).resolve().parents[1]
+    shared = [base.parent / "shared" / "data" / CIFAR10_TARBALL for base in (Path.cwd(), repo)]
+    return ([Path(env).expanduser()] if env else []) + [directory] + shared
+
+
+def _classify(path: Path) -> tuple[str, Path] | None:
+    """``("pickles", dir)``, ``("folder", dir)``, ``("tar", file)`` or None for ``path``."""
+    if path.is_file():
+        return ("tar", path) if path.name.endswith(_TAR_SUFFIXES) else None
+    if not path.is_dir():
+        return None
+    for d in (path, path / "cifar-10-batches-py"):
+        if (d / "data_batch_1").is_file() or (d / "test_batch").is_file():
+            return "pickles", d
+    for d in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+        if (d / "train").is_dir() or (d / "test").is_dir():
+            return "folder", d
+    tars = sorted(p for p in path.iterdir() if p.name.endswith(_TAR_SUFFIXES))
+    return ("tar", tars[0]) if tars else None
+
+
+def _locate_cifar10(directory: Path) -> tuple[str, Path]:
+    candidates = _cifar10_candidates(directory)
+    for i, path in enumerate(candidates):
+        found = _classify(path)
+        if found:
+            return found
+        if i == 0 and os.environ.get("DSATGO_CIFAR10"):
+            raise DataError(f"DSATGO_CIFAR10={path} is not a .tar.gz, nor a folder with "
+                            f"train/<class>/*.png|jpg or cifar-10-batches-py/: fix or unset it")
+    looked = "\n".join(f"  - {p}" for p in candidates)
+    raise DataError(
+        f"CIFAR-10 not found. Looked in:\n{looked}\nFix: set DSATGO_CIFAR10 to the shared "
+        f"{CIFAR10_TARBALL} or to an image folder, or put the official python batches in "
+        f"{directory}/cifar-10-batches-py/, or an image folder train|test/<class>/*.png "
+        f"(or its .tar.gz) in {directory}/")
+
+
+def _read_pickles(open_file, splits) -> dict:
+    """Official python batches: ``open_file(basename)`` gives a binary file for each batch."""
+    out = {}
+    for split in splits:
+        xs, ys = [], []
+        for fname in _PICKLES[split]:
+            try:
+                with open_file(fname) as f:
+                    # The official format is a pickle; only ever read files you put there.
+                    batch = pickle.load(f, encoding="bytes")
+                xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[b"labels"], np.int64))
+            except (OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as e:
+                raise DataError(f"CIFAR-10 batch {fname} is missing or unreadable ({e}): "
+                                f"re-extract cifar-10-python.tar.gz") from e
+        out[split] = (np.concatenate(xs), np.concatenate(ys))
+    return out
+
+
+def _image_key(parts) -> tuple | None:
+    """``("train", 3, "0001.jpg")`` for a path ending in ``train/cat/0001.jpg``, else None."""
+    if len(parts) < 3:
+        return None
+    split, cls, fname = parts[-3:]
+    if split in SPLITS and cls in CIFAR10_CLASSES and fname.lower().endswith(_IMAGE_SUFFIXES):
+        return split, CIFAR10_CLASSES.index(cls), fname
+    return None
+
+
+def _decode_images(items, splits, verbose) -> dict:
+    """``items``: ``[(key, read_bytes)]`` with keys from :func:`_image_key`. Per split
+    ``(x uint8 [N, 3, 32, 32], y int64 [N])``, by class, then file name within a class."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise DataError("decoding CIFAR-10 image files needs Pillow: `pip install "
+                        "dsatgo_np[data]` (or `pip install Pillow`)") from e
+    items = [it for it in items if it[0][0] in splits]
+    rows = {s: [] for s in splits}
+    with Progress(len(items), desc="cifar10 decode", unit="img", disable=not verbose) as bar:
+        for (split, label, fname), read in items:
+            try:
+                with Image.open(io.BytesIO(read())) as im:
+                    a = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError) as e:
+                raise DataError(f"cannot decode CIFAR-10 image {split}/{fname} ({e})") from e
+            if a.shape != (32, 32, 3):
+                raise DataError(f"CIFAR-10 image {split}/{fname} is {a.shape}, not 32x32 RGB")
+            rows[split].append((label, fname, a))
+            bar.update()
+    out = {}
+    for split, r in rows.items():
+        if not r:
+            raise DataError(f"no CIFAR-10 {split} images (train|test/<class>/*.png|jpg) found")
+        r.sort(key=lambda t: (t[0], t[1]))
+        x = np.stack([t[2] for t in r]).transpose(0, 3, 1, 2)  # HWC -> [N, 3, 32, 32]
+        out[split] = (np.ascontiguousarray(x), np.array([t[0] for t in r], np.int64))
+    return out
+
+
+def _label(items) -> str:
+    jpeg = any(key[2].lower().endswith((".jpg", ".jpeg")) for key, _ in items)
+    return "CIFAR-10 (JPEG copy)" if jpeg else "CIFAR-10"
+
+
+def _read_cifar10(kind: str, path: Path, splits, verbose) -> tuple[dict, str]:
+    """``({split: (x, y)}, label)`` from pickle batches, an image folder or a tarball."""
+    if kind == "pickles":
+        return _read_pickles(lambda f: open(path / f, "rb"), splits), "CIFAR-10"
+    if kind == "folder":
+        items = [(key, f.read_bytes) for f in sorted(path.glob("*/*/*"))
+                 if (key := _image_key(f.parts)) and f.is_file()]
+        return _decode_images(items, splits, verbose), _label(items)
+    try:
+        with tarfile.open(path) as tf:
+            members = [m for m in tf.getmembers() if m.isfile()]
+            by_name = {PurePosixPath(m.name).name: m for m in members}
+            if "data_batch_1" in by_name or "test_batch" in by_name:  # official tarball
+                return _read_pickles(lambda f: tf.extractfile(by_name[f]), splits), "CIFAR-10"
+            # Read in archive order: a .tar.gz is a stream, going back means decompressing again.
+            items = [(key, lambda m=m: tf.extractfile(m).read()) for m in members
+                     if (key := _image_key(PurePosixPath(m.name).parts))]
+            return _decode_images(items, splits, verbose), _label(items)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path} ({e}): it is truncated or corrupt") from e
+
+
+def _ensure_cifar10(root, splits, verbose) -> Path:
+    """Decode the splits not cached yet into ``<root>/cifar10/<split>.npz``; returns the folder."""
+    directory = dataset_dir("cifar10", root)
+    missing = [s for s in splits if not (directory / f"{s}.npz").is_file()]
+    if not missing:
+        return directory
+    kind, path = _locate_cifar10(directory)
+    known = kind == "tar" and path.name == CIFAR10_TARBALL
+    if known and (got := file_hash(path, "sha256")) != CIFAR10_TARBALL_SHA256:
+        raise DataError(f"{path} has sha256 {got}, expected {CIFAR10_TARBALL_SHA256}: the copy "
+                        f"is corrupt or changed; restore it or set DSATGO_CIFAR10 to a good copy")
+    log(f"cifar10: decoding {' and '.join(missing)} from {path} once (cache: {directory})",
+        verbose)
+    data, label = _read_cifar10(kind, path, missing, verbose)
+    label = CIFAR10_JPEG_LABEL if known else label
+    for split, (x, y) in data.items():
+        arrays = dict(x=x, y=y, label=np.array(label), source=np.array(str(path)))
+        atomic_write(directory / f"{split}.npz", lambda f: np.savez(f, **arrays))
+    return directory
+
+
+def _read_npz(path: Path, keys=("x", "y", "label")) -> dict:
+    try:
+        with np.load(path) as z:  # lazy: reads only the arrays asked for
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError, zlib.error, EOFError) as e:
+        raise DataError(f"cache file {path} is unreadable ({e}): delete it so it is rebuilt") from e
+
+
+def _load_cifar10(split, root, verbose):
+    directory = _ensure_cifar10(root, (split,), verbose)
+    z = _read_npz(directory / f"{split}.npz")
+    label = str(z["label"])
+    if label != "CIFAR-10" and label not in _noted_labels:
+        _noted_labels.add(label)
+        log(f'cifar10: this is the {label}, not the official release: label every result '
+            f'obtained on it "{label}"')
+    return np.divide(z["x"], np.float32(255), dtype=np.float32), z["y"].astype(np.int64)

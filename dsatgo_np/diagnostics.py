@@ -1,0 +1,229 @@
+"""What the spiking layers do: firing rates, gradient-available shares, membrane histograms.
+
+These are the quantities the paper plots to show what DS-ATGO changes (Figs. 5, 8, 10, 11).
+Everything is read from the cache a `Spiking` layer keeps after its forward pass
+(neuron.LIFCache), so nothing here changes the network or its gradients:
+
+    firing_rate[t] = mean(S[t])                                  share of neurons that fire
+    mean[t], std[t] = mean(H[t]), std(H[t], ddof=1)              membrane statistics
+    grad_share[t]  = mean( |H[t] - theta[t]| < k[t] / 2 )        share inside the surrogate window
+
+grad_share is the paper's "gradient-available" share: a neuron outside the rectangular window
+gets dS/dH = 0 (surrogate.window), so it passes no gradient through its spike at that step.
+
+Typical use in a training loop (the cache exists after a training-mode forward pass):
+
+    rec = Recorder()
+    for xb, yb in loader:
+        out = net.forward(encode.direct(xb, T)); ...; rec.update(net)
+    log["diagnostics"] = rec.summary(); rec.reset()
+
+In eval mode the layers drop their cache unless record(net) is called first.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_xp, to_numpy
+from .model import Spiking
+
+THEOREM1_RATE = 0.5 * math.erfc(1 / math.sqrt(2))   # P(H >= mu + sigma) = 1 - Phi(1) = 0.158655
+
+PER_STEP = ("firing_rate", "mean", "std", "theta", "k", "grad_share")   # each (T,)
+
+_NO_CACHE = ("no spiking layer holds a cache: run a forward pass in training mode, "
+             "or set record=True on the layers in eval mode (diagnostics.record(net))")
+
+
+# --- finding the spiking layers ----------------------------------------------------------------
+
+def spiking_layers(net) -> list[tuple[str, Spiking]]:
+    """Every Spiking module of net in network order, named by its path of child keys.
+
+    Names join the keys of the module tree with ".": "2" for the third module of a
+    Sequential, "3.main.2" for a neuron inside the main path of a SEW block.
+    """
+    found = []
+
+    def walk(module, path):
+        if isinstance(module, Spiking):
+            found.append((path, module))
+        for key, child in module._children.items():
+            walk(child, f"{path}.{key}" if path else key)
+
+    walk(net, "")
+    return found
+
+
+def record(net, on: bool = True):
+    """Make every spiking layer keep its cache in eval mode too (or stop, with on=False)."""
+    for _, layer in spiking_layers(net):
+        layer.record = on
+    return net
+
+
+# --- statistics of one layer -------------------------------------------------------------------
+
+def layer_stats(cache) -> dict:
+    """Per-step statistics of one spiking layer from its LIFCache.
+
+    cache.H, cache.S: [T, B, ...]; cache.theta, cache.k: [T].
+    Returns NumPy float64 arrays of length T under PER_STEP's keys, plus
+    firing_rate_mean and grad_share_mean (floats, mean over t) and n, the number of
+    entries of H[t] (batch x neurons), used to weight batches in Recorder.
+
+    mean and std are measured here whatever the method: cache.mu and cache.sigma are NaN
+    for the methods that never look at the statistics (vanilla).
+    """
+    H, S = cache.H, cache.S
+    xp = get_xp(H)
+    T = H.shape[0]
+    h = H.reshape(T, -1)                                   # (T, B*N)
+    s = S.reshape(T, -1)                                   # (T, B*N)
+    theta = xp.asarray(cache.theta).reshape(T, 1)          # (T, 1)
+    k = xp.asarray(cache.k).reshape(T, 1)                  # (T, 1)
+    # float64 accumulators: a float32 mean over ~10^6 entries loses digits the test checks
+    inside = xp.abs(h - theta) < 0.5 * k                   # (T, B*N) the surrogate window
+    stats = {
+        "firing_rate": s.mean(axis=1, dtype=xp.float64),
+        "mean": h.mean(axis=1, dtype=xp.float64),
+        # ddof = 1 as the adaptive threshold measures it (threshold.layer_stats)
+        "std": h.std(axis=1, ddof=1, dtype=xp.float64),
+        "theta": theta[:, 0].astype(xp.float64),
+        "k": k[:, 0].astype(xp.float64),
+        "grad_share": inside.mean(axis=1, dtype=xp.float64),
+    }
+    stats = {key: to_numpy(v) for key, v in stats.items()}   # one device sync per array
+    stats["firing_rate_mean"] = float(stats["firing_rate"].mean())
+    stats["grad_share_mean"] = float(stats["grad_share"].mean())
+    stats["n"] = int(h.shape[1])
+    return stats
+
+
+def collect(net) -> dict[str, dict]:
+    """layer_stats for every spiking layer that holds a cache, keyed by layer name."""
+    out = {name: layer_stats(layer.cache)
+           for name, layer in spiking_layers(net) if layer.cache is not None}
+    if not out:
+        raise RuntimeError(_NO_CACHE)
+    return out
+
+
+def network_means(stats_by_layer: dict) -> dict:
+    """Firing rate and gradient-available share averaged over layers (and steps): two floats.
+
+    Accepts collect()'s result or Recorder.summary(); handy as a one-number log per epoch.
+    """
+    if not stats_by_layer:                          # nothing recorded yet
+        return {"firing_rate": math.nan, "grad_share": math.nan}
+    rates = [float(v["firing_rate_mean"]) for v in stats_by_layer.values()]
+    shares = [float(v["grad_share_mean"]) for v in stats_by_layer.values()]
+    return {"firing_rate": float(np.mean(rates)), "grad_share": float(np.mean(shares))}
+
+
+# --- membrane histograms -----------------------------------------------------------------------
+
+def histograms(net, bins: int = 60, range_sigma: float = 4.0) -> dict[str, dict]:
+    """Histogram of H per layer and per step, counts only (no copy of H is kept).
+
+    One set of edges per layer, shared by its steps: mean(H) +- range_sigma * std(H) over
+    all steps, widened if needed so that every window [theta - k/2, theta + k/2] fits.
+    Entries outside the edges are not counted.
+
+    Returns {name: dict(edges (bins+1,), counts (T, bins), theta (T,), k (T,))}, NumPy arrays.
+    """
+    out = {}
+    for name, layer in spiking_layers(net):
+        c = layer.cache
+        if c is None:
+            continue
+        xp = get_xp(c.H)
+        T = c.H.shape[0]
+        h = c.H.reshape(T, -1)                                           # (T, B*N)
+        theta = to_numpy(c.theta).astype(np.float64)
+        k = to_numpy(c.k).astype(np.float64)
+        mu = float(h.mean(dtype=xp.float64))
+        sd = float(h.std(dtype=xp.float64))
+        lo = min(mu - range_sigma * sd, float((theta - k).min()))
+        hi = max(mu + range_sigma * sd, float((theta + k).max()))
+        if not hi > lo:                                                  # constant H
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+        xedges = xp.asarray(edges, dtype=h.dtype)
+        counts = np.stack([to_numpy(xp.histogram(h[t], bins=xedges)[0]) for t in range(T)])
+        out[name] = {"edges": edges, "counts": counts.astype(np.int64), "theta": theta, "k": k}
+    if not out:
+        raise RuntimeError(_NO_CACHE)
+    return out
+
+
+# --- accumulation over batches -----------------------------------------------------------------
+
+class Recorder:
+    """Running mean of collect() over batches, per layer and per step.
+
+    Each batch weighs by n, its number of entries of H[t] (a smaller last batch counts less).
+    std is averaged like the rest: it is the mean within-batch spread, not the std of the
+    pooled data, which is what the adaptive threshold sees at every batch.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self._sums: dict[str, dict[str, np.ndarray]] = {}
+        self._weights: dict[str, float] = {}
+        self._batches: dict[str, int] = {}
+
+    def update(self, net):
+        """Add the statistics of the network's last forward pass; returns them too."""
+        stats = collect(net)
+        for name, st in stats.items():
+            sums = self._sums.setdefault(name, {key: 0.0 for key in PER_STEP})
+            for key in PER_STEP:
+                sums[key] = sums[key] + st["n"] * st[key]
+            self._weights[name] = self._weights.get(name, 0.0) + st["n"]
+            self._batches[name] = self._batches.get(name, 0) + 1
+        return stats
+
+    def means(self) -> dict:
+        """network_means of the summary so far: {"firing_rate", "grad_share"}, NaN if empty."""
+        return network_means(self.summary())
+
+    def summary(self) -> dict[str, dict]:
+        """{layer: {key: list of T floats, firing_rate_mean, grad_share_mean, batches}}.
+
+        Plain floats, lists and ints only, so json.dumps takes it as it is.
+        """
+        out = {}
+        for name, sums in self._sums.items():
+            per_step = {key: sums[key] / self._weights[name] for key in PER_STEP}
+            entry = {key: [float(v) for v in per_step[key]] for key in PER_STEP}
+            entry["firing_rate_mean"] = float(per_step["firing_rate"].mean())
+            entry["grad_share_mean"] = float(per_step["grad_share"].mean())
+            entry["batches"] = self._batches[name]
+            out[name] = entry
+        return out
+
+
+# --- the Gaussian model (paper Fig. 5) ----------------------------------------------------------
+
+def gaussian_window_share(s: float, k: float, theta: float, mu: float = 0.0) -> float:
+    """Exact share of H ~ N(mu, s^2) inside the window |H - theta| < k/2.
+
+        share = Phi((theta + k/2 - mu) / s) - Phi((theta - k/2 - mu) / s),
+        Phi(x) = (1 + erf(x / sqrt 2)) / 2
+
+    With theta = s (the adaptive threshold of a zero-mean layer) and k = 1 this gives
+    47.72 %, 24.17 %, 12.10 % at s = 1/2, 1, 2 (METHOD.md section 7).
+    """
+    s, k, theta, mu = float(s), float(k), float(theta), float(mu)
+    if s <= 0 or k <= 0:
+        raise ValueError(f"s and k must be positive, got s={s}, k={k}")
+
+    def phi(x):
+        return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+    return phi((theta + 0.5 * k - mu) / s) - phi((theta - 0.5 * k - mu) / s)

@@ -1,0 +1,228 @@
+"""Diagnostics on hand-made caches (exact values), on a real tiny network, and the plots."""
+import json
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import dsatgo_np as dn
+from dsatgo_np import diagnostics as dg
+from dsatgo_np.model import Sequential, Spiking
+from dsatgo_np.neuron import LIFCache
+
+
+def make_cache(H, theta, k):
+    """A LIFCache with S = Heaviside(H - theta[t]) and the given per-step theta, k."""
+    H = np.asarray(H, dtype=np.float32)
+    theta = np.asarray(theta, dtype=np.float32)
+    k = np.asarray(k, dtype=np.float32)
+    T = H.shape[0]
+    S = (H >= theta.reshape((T,) + (1,) * (H.ndim - 1))).astype(np.float32)
+    nan = np.full(T, np.nan, dtype=np.float32)
+    return LIFCache(H, S, H * (1 - S), np.float32(0.2), theta, k, nan, nan, 1.0, False, False)
+
+
+# H: (T=2, B=2, N=3)
+H_HAND = [[[0.0, 1.0, 2.0], [0.5, 1.25, -1.0]],
+          [[0.5, 0.0, 3.0], [-1.0, 1.0, 1.5]]]
+THETA_HAND, K_HAND = [1.0, 0.5], [1.0, 2.0]
+
+
+def test_layer_stats_hand_made():
+    st_ = dg.layer_stats(make_cache(H_HAND, THETA_HAND, K_HAND))
+    # t=0: H >= 1 at 1.0, 2.0, 1.25 -> 3/6; window |H - 1| < 0.5 holds for 1.0, 1.25 only
+    # (0.5 and 1.5 sit on the open boundary and do not count)
+    # t=1: H >= 0.5 at 0.5, 3.0, 1.0, 1.5 -> 4/6; |H - 0.5| < 1 for 0.5, 0.0, 1.0 (1.5 on the edge)
+    np.testing.assert_allclose(st_["firing_rate"], [3 / 6, 4 / 6])
+    np.testing.assert_allclose(st_["grad_share"], [2 / 6, 3 / 6])
+    np.testing.assert_allclose(st_["mean"], [3.75 / 6, 5.0 / 6])
+    h0 = np.array(H_HAND[0]).ravel()
+    np.testing.assert_allclose(st_["std"][0], np.sqrt(((h0 - h0.mean()) ** 2).sum() / 5))
+    np.testing.assert_allclose(st_["std"], [np.std(np.array(h).ravel(), ddof=1) for h in H_HAND])
+    np.testing.assert_allclose(st_["theta"], THETA_HAND)
+    np.testing.assert_allclose(st_["k"], K_HAND)
+    assert st_["firing_rate_mean"] == pytest.approx((3 / 6 + 4 / 6) / 2)
+    assert st_["grad_share_mean"] == pytest.approx((2 / 6 + 3 / 6) / 2)
+    assert st_["n"] == 6
+    assert all(st_[key].dtype == np.float64 and st_[key].shape == (2,) for key in dg.PER_STEP)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 5), st.integers(0, 10 ** 6))
+def test_grad_share_matches_elementwise_count(T, n, seed):
+    rng = np.random.default_rng(seed)
+    H = rng.standard_normal((T, 3, n))
+    theta, k = rng.uniform(0, 1.5, T), rng.uniform(0.2, 2, T)
+    got = dg.layer_stats(make_cache(H, theta, k))["grad_share"]
+    H32, th32, k32 = H.astype(np.float32), theta.astype(np.float32), k.astype(np.float32)
+    want = [sum(abs(h - th32[t]) < k32[t] / 2 for h in H32[t].ravel()) / H[t].size
+            for t in range(T)]
+    np.testing.assert_allclose(got, want)
+
+
+def net_with(cache):
+    layer = Spiking(T=cache.H.shape[0], dtype="float32")
+    layer.cache = cache
+    return Sequential(layer), layer
+
+
+def test_recorder_averages_two_updates_weighted_by_batch():
+    a = make_cache(H_HAND, THETA_HAND, K_HAND)
+    rng = np.random.default_rng(0)
+    b = make_cache(rng.standard_normal((2, 4, 3)), [0.2, 0.9], [1.5, 0.5])      # n = 12, twice a's
+    net, layer = net_with(a)
+    rec = dg.Recorder()
+    rec.update(net)
+    layer.cache = b
+    rec.update(net)
+    sa, sb = dg.layer_stats(a), dg.layer_stats(b)
+    summary = rec.summary()
+    assert list(summary) == ["0"] and summary["0"]["batches"] == 2
+    for key in dg.PER_STEP:
+        np.testing.assert_allclose(summary["0"][key], (6 * sa[key] + 12 * sb[key]) / 18)
+    want = np.mean((6 * sa["firing_rate"] + 12 * sb["firing_rate"]) / 18)
+    assert summary["0"]["firing_rate_mean"] == pytest.approx(want)
+    assert json.loads(json.dumps(summary)) == summary                 # plain floats and lists
+    assert rec.means()["firing_rate"] == pytest.approx(summary["0"]["firing_rate_mean"])
+    rec.reset()
+    assert rec.summary() == {}
+
+
+def test_recorder_equal_batches_is_plain_mean():
+    a = make_cache(H_HAND, THETA_HAND, K_HAND)
+    b = make_cache(np.array(H_HAND) * 2 - 0.5, [0.0, 1.0], [0.5, 1.0])
+    net, layer = net_with(a)
+    rec = dg.Recorder()
+    rec.update(net)
+    layer.cache = b
+    rec.update(net)
+    got = rec.summary()["0"]
+    sa, sb = dg.layer_stats(a), dg.layer_stats(b)
+    for key in dg.PER_STEP:
+        np.testing.assert_allclose(got[key], (sa[key] + sb[key]) / 2)
+
+
+def test_collect_on_a_real_mlp_and_the_eval_mode_error():
+    x = np.random.default_rng(1).standard_normal((16, 20)).astype(np.float32)
+    net = dn.models.mlp([20, 32, 24, 5], T=3, method="ds-atgo")
+    net.forward(dn.encode.direct(x, 3))
+    stats = dg.collect(net)
+    assert list(stats) == [name for name, _ in dg.spiking_layers(net)] == ["3", "6"]
+    for s in stats.values():
+        assert s["firing_rate"].shape == (3,)
+        assert np.all((s["firing_rate"] >= 0) & (s["firing_rate"] <= 1))
+        assert np.all((s["grad_share"] >= 0) & (s["grad_share"] <= 1))
+    means = dg.network_means(stats)
+    rates = [s["firing_rate_mean"] for s in stats.values()]
+    assert means["firing_rate"] == pytest.approx(np.mean(rates))
+    assert np.isnan(dg.network_means({})["firing_rate"])
+
+    net.eval()
+    net.forward(dn.encode.direct(x, 3))
+    with pytest.raises(RuntimeError, match="record=True"):
+        dg.collect(net)
+    dg.record(net)
+    net.forward(dn.encode.direct(x, 3))
+    assert list(dg.collect(net)) == ["3", "6"]
+    dg.record(net, on=False)
+    assert all(not layer.record for _, layer in dg.spiking_layers(net))
+
+
+def test_spiking_layer_names_follow_the_module_tree():
+    net = dn.models.sew_resnet(in_shape=(3, 8, 8), blocks=(1, 1), channels=(4, 8), head=8, T=2)
+    names = [name for name, _ in dg.spiking_layers(net)]
+    assert names == ["2", "3.main.2", "3.main.5", "4.main.2", "4.main.5", "4.shortcut.2", "8"]
+
+
+def test_histograms_count_every_entry_and_keep_the_window_in_range():
+    net, _ = net_with(make_cache(H_HAND, THETA_HAND, K_HAND))
+    h = dg.histograms(net, bins=10)["0"]
+    assert h["edges"].shape == (11,) and h["counts"].shape == (2, 10)
+    np.testing.assert_array_equal(h["counts"].sum(axis=1), [6, 6])
+    np.testing.assert_allclose(h["theta"], THETA_HAND)
+    assert h["edges"][0] <= min(t - k / 2 for t, k in zip(THETA_HAND, K_HAND))
+    assert h["edges"][-1] >= max(t + k / 2 for t, k in zip(THETA_HAND, K_HAND))
+
+
+@pytest.mark.parametrize("s, fixed, dynamic", [(0.5, 47.72, 26.00), (1.0, 24.17, 24.17),
+                                               (2.0, 12.10, 21.30)])
+def test_gaussian_window_share_reproduces_method_table(s, fixed, dynamic):
+    """METHOD.md section 7 (paper Fig. 5): theta = s, k = 1 or k = 1 + tanh(s - 1)."""
+    assert 100 * dg.gaussian_window_share(s, 1.0, s) == pytest.approx(fixed, abs=0.01)
+    k = float(dn.surrogate.dynamic_width(s))
+    assert 100 * dg.gaussian_window_share(s, k, s) == pytest.approx(dynamic, abs=0.01)
+
+
+def test_gaussian_window_share_matches_sampling():
+    rng = np.random.default_rng(0)
+    h = rng.normal(0.3, 1.7, 400_000)
+    want = np.mean(np.abs(h - 1.1) < 0.4)
+    assert dg.gaussian_window_share(1.7, 0.8, 1.1, mu=0.3) == pytest.approx(want, abs=3e-3)
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_data():
+    """Summaries of two methods and histograms of a tiny MLP after three batches."""
+    rng = np.random.default_rng(0)
+    summaries, hists = {}, None
+    for method in ("vanilla", "ds-atgo"):
+        net = dn.models.mlp([16, 24, 24, 4], T=3, method=method)
+        rec = dg.Recorder()
+        for _ in range(3):
+            net.forward(dn.encode.direct(rng.standard_normal((8, 16)).astype(np.float32), 3))
+            rec.update(net)
+        summaries[method] = rec.summary()
+        hists = dg.histograms(net, bins=20)
+    return summaries, hists
+
+
+def test_each_plot_writes_a_png(tmp_path, run_data):
+    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("matplotlib")
+    summaries, hists = run_data
+    paths = [
+        plots.plot_firing_rates(summaries, tmp_path / "fr.png"),
+        plots.plot_firing_rates_per_step(summaries["ds-atgo"], tmp_path / "frt.png"),
+        plots.plot_grad_share(summaries, tmp_path / "gs.png"),
+        plots.plot_membrane_histograms(hists, tmp_path / "hist.png"),
+        plots.plot_window_share(tmp_path / "ws.png"),
+        plots.plot_training_curves([{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3},
+                                    {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6,
+                                     "test_acc": 0.5, "firing_rate": 0.16}],
+                                   tmp_path / "curves.png"),
+    ]
+    for p in paths:
+        assert is_png(p)
+
+
+def test_plot_run_tolerates_missing_keys(tmp_path, run_data):
+    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("matplotlib")
+    summaries, _ = run_data
+    rows = [{"epoch": 1, "train_loss": 1.5, "test_acc": 0.4},
+            {"epoch": 2, "train_loss": 1.1, "diagnostics": summaries["ds-atgo"]}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = plots.plot_run(tmp_path)
+    assert [p.split("/")[-1] for p in paths] == ["training_curves.png", "firing_rates.png",
+                                                 "firing_rates_per_step.png", "grad_share.png"]
+    assert all(is_png(p) for p in paths)
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
+    assert plots.plot_run(bare) == []
+
+
+def test_plots_without_matplotlib_say_how_to_install(tmp_path, monkeypatch):
+    from dsatgo_np import plots
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install dsatgo_np\[plot\]"):
+        plots.plot_window_share(tmp_path / "ws.png")

@@ -1,0 +1,128 @@
+"""The training command end to end on the offline digits set: outputs, resume, evaluate, errors."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from dsatgo_np import train  # noqa: E402
+from dsatgo_np.checkpoint import read_checkpoint  # noqa: E402
+
+
+def small(tmp_path, name="run", **kw):
+    opts = dict(dataset="digits", hidden=[64], epochs=2, batch_size=50, lr=0.1, plots=False,
+                out=str(tmp_path / name), data_dir=str(tmp_path / "data"))
+    opts.update(kw)
+    return train.Config(**opts)
+
+
+def test_cli_trains_and_writes_its_outputs(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = train.main(["--dataset", "digits", "--hidden", "64", "--epochs", "2", "--batch-size",
+                       "50", "--out", str(out), "--method", "ds-atgo", "--quiet"])
+    assert code == 0
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["test_acc"] > 0.85
+    assert 0 < rows[-1]["firing_rate"] < 1
+    layer = next(iter(rows[-1]["diagnostics"].values()))
+    assert len(layer["firing_rate"]) == 4                                 # per step, T = 4
+    assert {"config.json", "last.npz", "best.npz"} <= set(os.listdir(out))
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_reloaded_checkpoint_gives_the_recorded_accuracy(tmp_path):
+    summary = train.fit(small(tmp_path, method="at", neuron="plif"), verbose=False)
+    r = train.evaluate_checkpoint(os.path.join(summary["run"], "best.npz"))
+    assert r["test_acc"] == r["recorded"] == summary["best_test_acc"]
+    _, _, meta = read_checkpoint(os.path.join(summary["run"], "best.npz"))
+    assert meta["config"]["method"] == "at"
+
+
+def _final_state(run):
+    model, optim, meta = read_checkpoint(os.path.join(run, "last.npz"))
+    return model, optim, meta
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path):
+    cfg = small(tmp_path, "straight")
+    train.fit(cfg, verbose=False)
+
+    def interrupt(epoch, i):                 # a real Ctrl-C in the middle of the first epoch
+        if (epoch, i) == (0, 7):
+            os.kill(os.getpid(), signal.SIGINT)
+    cut = small(tmp_path, "cut")
+    first = train.fit(cut, on_batch=interrupt, verbose=False)
+    assert first["interrupted"] and first["position"]["batch"] == 8
+    train.fit(cut, resume=True, verbose=False)
+
+    a, oa, ma = _final_state(cfg.out)
+    b, ob, mb = _final_state(cut.out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for k in oa:
+        np.testing.assert_array_equal(oa[k], ob[k], err_msg=k)
+    assert ma["test_acc"] == mb["test_acc"]
+    rows_a = [json.loads(x) for x in open(os.path.join(cfg.out, "metrics.jsonl"))]
+    rows_b = [json.loads(x) for x in open(os.path.join(cut.out, "metrics.jsonl"))]
+    assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
+
+
+def test_resume_between_epochs_via_cli(tmp_path):
+    cfg = small(tmp_path, "a", epochs=1)
+    train.fit(cfg, verbose=False)
+    assert train.main(["--resume", cfg.out, "--epochs", "2", "--quiet"]) == 0
+    rows = [json.loads(x) for x in open(os.path.join(cfg.out, "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "imagenet"], "invalid choice|unknown dataset"),
+    (["--model", "transformer"], "unknown model"),
+    (["--method", "dsatgo"], "unknown method"),
+    (["--T", "0"], "T must be at least 1"),
+])
+def test_bad_options_are_named(tmp_path, capsys, argv, message):
+    code = train.main(argv + ["--out", str(tmp_path / "x"), "--quiet"])
+    assert code == 2
+    import re
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_existing_run_and_bad_checkpoints(tmp_path, capsys):
+    cfg = small(tmp_path, "r", epochs=1)
+    train.fit(cfg, verbose=False)
+    assert train.main(["--dataset", "digits", "--out", cfg.out, "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"\x00" * 10)
+    assert train.main(["evaluate", str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    # a checkpoint from another architecture: resume a run whose config was changed by hand
+    conf = json.load(open(os.path.join(cfg.out, "config.json")))
+    conf["hidden"] = [32]
+    json.dump(conf, open(os.path.join(cfg.out, "config.json"), "w"))
+    assert train.main(["--resume", cfg.out, "--epochs", "2", "--quiet"]) == 2
+    assert "does not match this model" in capsys.readouterr().err
+
+
+def test_config_file_and_unknown_keys(tmp_path, capsys):
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"dataset": "digits", "hidden": [32], "epochs": 1, "batch_size": 100,
+                                "plots": False, "out": str(tmp_path / "fromfile")}))
+    assert train.main(["--config", str(conf), "--quiet", "--method", "vanilla"]) == 0
+    saved = json.load(open(tmp_path / "fromfile" / "config.json"))
+    assert saved["method"] == "vanilla" and saved["hidden"] == [32]
+    conf.write_text(json.dumps({"datset": "digits"}))
+    assert train.main(["--config", str(conf), "--quiet"]) == 2
+    assert "unknown option" in capsys.readouterr().err
+
+
+def test_memory_check_refuses_a_huge_configuration(tmp_path, capsys):
+    code = train.main(["--dataset", "digits", "--hidden", "64", "--batch-size", "100000000",
+                       "--out", str(tmp_path / "huge"), "--quiet"])
+    assert code == 2
+    assert "lower --batch-size" in capsys.readouterr().err

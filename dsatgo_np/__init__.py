@@ -6,8 +6,8 @@
     loss, dout = dn.losses.cross_entropy(out, y)
     net.zero_grad(); net.backward(dout); opt.step()
 """
-from . import (backend, encode, gradcheck, layers, losses, model, models, neuron, optim,  # noqa: F401
-               surrogate, threshold)
+from . import (backend, data, diagnostics, encode, gradcheck, layers, losses, model,  # noqa: F401
+               models, neuron, optim, surrogate, threshold)
 from .backend import get_xp, to_numpy  # noqa: F401
 from .neuron import METHODS, SpikeConfig  # noqa: F401
 

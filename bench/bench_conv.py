@@ -1,0 +1,100 @@
+"""Time forward + backward of the fast conv2d (float32) on the shapes of the small SNN CNNs.
+
+    PYTHONPATH=. python bench/bench_conv.py [--repeat 3] [--chunk-bytes 1048576]
+
+FLOPs: forward 2*N*F*C*KH*KW*OH*OW; backward twice that (dW and dx), once when need_dx=False.
+Each time is the best of --repeat runs after one warm-up. When torch is importable, the same
+shapes run through torch.nn.functional.conv2d (forward + autograd backward) for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from dsatgo_np import conv
+
+# (x shape, weight shape, padding, need_dx)
+SHAPES = [
+    ((256, 1, 28, 28), (32, 1, 3, 3), 1, False),      # MNIST conv1, T=4 x B=64
+    ((256, 32, 14, 14), (64, 32, 3, 3), 1, True),     # MNIST conv2
+    ((128, 3, 32, 32), (64, 3, 3, 3), 1, True),       # CIFAR conv1, T=4 x B=32
+    ((128, 64, 32, 32), (128, 64, 3, 3), 1, True),    # CIFAR conv2
+    ((128, 128, 16, 16), (128, 128, 3, 3), 1, True),  # CIFAR conv3
+]
+
+
+def best_ms(fn, repeat):
+    fn()  # warm-up: first-touch page faults, BLAS thread start
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
+def flops(x_shape, w_shape, padding, stride=1):
+    N, C, H, W = x_shape
+    F, _, KH, KW = w_shape
+    OH, OW = (H + 2 * padding - KH) // stride + 1, (W + 2 * padding - KW) // stride + 1
+    return 2 * N * F * C * KH * KW * OH * OW
+
+
+def bench_numpy(x_shape, w_shape, padding, need_dx, repeat):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal(w_shape, dtype=np.float32) * 0.1
+    b = np.zeros(w_shape[0], dtype=np.float32)
+    out, cache = conv.conv2d_forward(x, w, b, padding=padding)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    fwd = best_ms(lambda: conv.conv2d_forward(x, w, b, padding=padding), repeat)
+    bwd = best_ms(lambda: conv.conv2d_backward(dout, cache, need_dx=need_dx), repeat)
+    return fwd, bwd
+
+
+def bench_torch(torch, x_shape, w_shape, padding, need_dx, repeat):
+    F = torch.nn.functional
+    x = torch.randn(x_shape, requires_grad=need_dx)
+    w = (0.1 * torch.randn(w_shape)).requires_grad_()
+    b = torch.zeros(w_shape[0], requires_grad=True)
+    dout = torch.randn(F.conv2d(x, w, b, padding=padding).shape)
+
+    def step():
+        out = F.conv2d(x, w, b, padding=padding)
+        out.backward(dout)
+    return best_ms(step, repeat)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk-bytes", type=int, default=conv.CHUNK_BYTES,
+                        help="size of the im2col buffer (conv.CHUNK_BYTES)")
+    args = parser.parse_args()
+    conv.CHUNK_BYTES = args.chunk_bytes
+    try:
+        import torch
+    except ImportError:
+        torch = None
+
+    print(f"numpy {np.__version__}, CHUNK_BYTES={conv.CHUNK_BYTES}, float32")
+    print(f"{'x':>20} {'weight':>18} {'fwd ms':>8} {'bwd ms':>8} {'total ms':>9} "
+          f"{'fwd GF/s':>9} {'bwd GF/s':>9} {'GF/s':>6}" + ("  torch ms" if torch else ""))
+    total_ms = 0.0
+    for x_shape, w_shape, padding, need_dx in SHAPES:
+        fwd, bwd = bench_numpy(x_shape, w_shape, padding, need_dx, args.repeat)
+        f = flops(x_shape, w_shape, padding)
+        fb = f * (2 if need_dx else 1)
+        line = (f"{str(x_shape):>20} {str(w_shape):>18} {fwd:8.1f} {bwd:8.1f} {fwd + bwd:9.1f} "
+                f"{f / fwd / 1e6:9.1f} {fb / bwd / 1e6:9.1f} {(f + fb) / (fwd + bwd) / 1e6:6.1f}")
+        if torch is not None:
+            line += f"  {bench_torch(torch, x_shape, w_shape, padding, need_dx, args.repeat):8.1f}"
+        print(line + ("" if need_dx else "   (need_dx=False)"))
+        total_ms += fwd + bwd
+    print(f"total {total_ms:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Stateless spatial layers as forward/backward pairs: conv2d, average / max / global pooling.
+
+Every function works on merged time-batch arrays ``[N, C, H, W]`` with ``N = T * B``: the
+caller reshapes ``[T, B, C, H, W] -> [T*B, C, H, W]``, so one call handles all T steps.
+
+Convolution (cross-correlation, PyTorch's ``conv2d``), stride s, zero padding p,
+``xpad = x`` zero-padded by p on each side of H and W:
+
+    out[n, f, y, x] = b[f] + sum_{c, i, j} W[f, c, i, j] * xpad[n, c, s*y + i, s*x + j]
+
+    OH = (H + 2p - KH) // s + 1,  OW = (W + 2p - KW) // s + 1
+
+Its partials, for dout = dL/dout:
+
+    dL/dW[f, c, i, j]           = sum_{n, y, x} dout[n, f, y, x] * xpad[n, c, s*y + i, s*x + j]
+    dL/db[f]                    = sum_{n, y, x} dout[n, f, y, x]
+    dL/dxpad[n, c, s*y+i, s*x+j] += sum_f W[f, c, i, j] * dout[n, f, y, x]   (then crop p)
+
+``conv2d_forward_reference`` / ``conv2d_backward_reference`` write these sums as a loop over
+the KH*KW kernel offsets. ``conv2d_forward`` / ``conv2d_backward`` compute the same numbers
+with im2col: a column matrix ``cols[n] = (C*KH*KW, OH*OW)`` per sample turns the sums into
+GEMMs: ``out[n] = W_mat @ cols[n]`` (already NCHW, no transpose), ``dW_mat += dout[n] @ cols[n]^T``,
+and for dx either col2im (``dcols[n] = W_mat^T @ dout[n]`` added back with one strided add per
+kernel offset) or, at stride 1, the forward conv itself run on dout with the flipped kernel.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .backend import get_xp
+
+# Columns are built a few samples at a time into one reused buffer of about this size, so that
+# the copy that writes them and the GEMM that reads them meet in the L2 cache instead of RAM
+# (a full [N, C*KH*KW, OH*OW] matrix is 9x the input: 300 MB for a 64-channel 32x32 batch of
+# 128, whose write alone costs more than a third of the GEMM). Measured with bench/bench_conv.py.
+CHUNK_BYTES = 1 << 20
+
+
+class ConvCache(NamedTuple):
+    """What conv2d backward needs; the fast and reference paths share it."""
+    x: object         # (N, C, H, W) the input, by reference (functions never mutate it)
+    weight: object    # (F, C, KH, KW)
+    has_bias: bool    # whether grads gets a "bias" entry
+    stride: int
+    padding: int
+
+
+def _conv_output_size(x, weight, bias, stride, padding):
+    """Validate conv2d arguments; return (OH, OW)."""
+    if x.ndim != 4:
+        raise ValueError(f"conv2d expects x of shape [N, C, H, W], got shape {tuple(x.shape)}: "
+                         "merge time and batch first with x.reshape(T * B, C, H, W)")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d expects weight of shape [F, C, KH, KW], got shape "
+                         f"{tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv2d channel mismatch: x {tuple(x.shape)} has C={x.shape[1]} but "
+                         f"weight {tuple(weight.shape)} expects C={weight.shape[1]}: build the "
+                         f"weight as [F, {x.shape[1]}, KH, KW] or fix the previous layer's "
+                         "channels")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"conv2d bias must have shape ({weight.shape[0]},) to match weight "
+                         f"{tuple(weight.shape)}, got {tuple(bias.shape)}")
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"conv2d dtypes differ: x {x.dtype}, weight {weight.dtype}"
+                        + ("" if bias is None else f", bias {bias.dtype}")
+                        + ": build parameters in the input's dtype (float32 to train, float64 "
+                          "to check gradients), an upcast would silently slow everything down")
+    if int(stride) != stride or stride < 1 or int(padding) != padding or padding < 0:
+        raise ValueError(f"conv2d needs an integer stride >= 1 and padding >= 0, "
+                         f"got stride={stride}, padding={padding}")
+    H, W = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+    KH, KW = weight.shape[2:]
+    if KH > H or KW > W:
+        raise ValueError(f"conv2d kernel {KH}x{KW} is larger than the padded input {H}x{W} "
+                         f"(x {tuple(x.shape)}, padding={padding}): increase padding or use a "
+                         "smaller kernel")
+    return (H - KH) // stride + 1, (W - KW) // stride + 1
+
+
+def _check_dout(dout, expected_shape, expected_dtype=None):
+    if tuple(dout.shape) != tuple(expected_shape):
+        raise ValueError(f"dout has shape {tuple(dout.shape)}, but the forward output had shape "
+                         f"{tuple(expected_shape)}")
+    if expected_dtype is not None and dout.dtype != expected_dtype:
+        raise TypeError(f"dout is {dout.dtype} but the forward ran in {expected_dtype}: "
+                        "keep one dtype through forward and backward")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference: the sums above, one kernel offset (i, j) at a time. Plain and slow; for parity tests.
+
+def conv2d_forward_reference(x, weight, bias=None, stride=1, padding=0):
+    """out[n, f, y, x] = b[f] + sum_{c,i,j} W[f, c, i, j] xpad[n, c, s*y+i, s*x+j], as a loop."""
+    xp = get_xp(x)
+    OH, OW = _conv_output_size(x, weight, bias, stride, padding)
+    F, C, KH, KW = weight.shape
+    p, s = padding, stride
+    xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))  # (N, C, H+2p, W+2p)
+    out = xp.zeros((x.shape[0], F, OH, OW), dtype=x.dtype)  # (N, F, OH, OW)
+    for i in range(KH):
+        for j in range(KW):
+            patch = xpad[:, :, i:i + s * OH:s, j:j + s * OW:s]  # (N, C, OH, OW)
+            out += xp.einsum("nchw,fc->nfhw", patch, weight[:, :, i, j])
+    if bias is not None:
+        out += bias[:, None, None]
+    return out, ConvCache(x, weight, bias is not None, stride, padding)
+
+
+def conv2d_backward_reference(dout, cache, need_dx=True):
+    """dW, db and dx from the partials in the module docstring, one kernel offset at a time."""
+    xp = get_xp(dout)
+    x, weight, has_bias, s, p = cache
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
+    _check_dout(dout, (N, F, OH, OW), x.dtype)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))  # (N, C, H+2p, W+2p)
+    dxpad = xp.zeros_like(xpad)                         # (N, C, H+2p, W+2p)
+    dweight = xp.zeros_like(weight)                     # (F, C, KH, KW)
+    for i in range(KH):
+        for j in range(KW):
+            window = (slice(None), slice(None), slice(i, i + s * OH, s), slice(j, j + s * OW, s))
+            dweight[:, :, i, j] += xp.einsum("nfhw,nchw->fc", dout, xpad[window])
+            dxpad[window] += xp.einsum("nfhw,fc->nchw", dout, weight[:, :, i, j])
+    grads = {"weight": dweight}
+    if has_bias:
+        grads["bias"] = dout.sum(axis=(0, 2, 3))
+    dx = dxpad[:, :, p:p + H, p:p + W].copy() if need_dx else None  # (N, C, H, W)
+    return dx, grads
+
+
+# ----------------------------------------------------------------------------------------------
+# Fast path: im2col, a few samples at a time, and batched GEMMs.
+
+def _chunk_size(xp, n, bytes_per_sample):
+    """How many samples of columns to build at once (see CHUNK_BYTES)."""
+    if xp is not np:  # a GPU has no such cache to fit in; small chunks only add kernel launches
+        return n
+    return max(1, min(n, CHUNK_BYTES // bytes_per_sample))
+
+
+def _im2col_chunks(x, KH, KW, stride, padding, chunk):
+    """Yield ``(n0, n1, cols)`` for consecutive sample ranges of ``x`` (N, C, H, W).
+
+    ``cols`` (n1-n0, C*KH*KW, OH*OW) holds ``xpad[n, c, s*y + i, s*x + j]`` at row
+    ``(c, i, j)``, column ``(y, x)``. It is a view into a buffer that the next step
+    overwrites: use it before asking for the next chunk.
+    """
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    p, s = padding, stride
+    OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
+    # Zeroed once: each chunk overwrites the interior only, so the border stays zero.
+    xpad = xp.zeros((chunk, C, H + 2 * p, W + 2 * p), dtype=x.dtype)  # (g, C, H+2p, W+2p)
+    cols = xp.empty((chunk, C, KH, KW, OH, OW), dtype=x.dtype)        # (g, C, KH, KW, OH, OW)
+    for n0 in range(0, N, chunk):
+        n1 = min(N, n0 + chunk)
+        m = n1 - n0
+        if p:
+            xpad[:m, :, p:p + H, p:p + W] = x[n0:n1]
+            src = xpad[:m]
+        else:
+            src = x[n0:n1]
+        win = xp.lib.stride_tricks.sliding_window_view(src, (KH, KW), axis=(2, 3))
+        win = win[:, :, ::s, ::s]               # (m, C, OH, OW, KH, KW), a strided view
+        win = win.transpose(0, 1, 4, 5, 2, 3)   # (m, C, KH, KW, OH, OW)
+        xp.copyto(cols[:m], win)                # the one copy; rows of OW stay contiguous
+        yield n0, n1, cols[:m].reshape(m, C * KH * KW, OH * OW)  # (m, C*KH*KW, OH*OW)
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+    """2-D convolution (PyTorch's conv2d) by im2col + GEMM.
+
+    x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None
+    Returns out (N, F, OH, OW) and a ConvCache.
+    """
+    xp = get_xp(x)
+    OH, OW = _conv_output_size(x, weight, bias, stride, padding)
+    N = x.shape[0]
+    F, C, KH, KW = weight.shape
+    w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
+    out = xp.empty((N, F, OH * OW), dtype=x.dtype)          # (N, F, OH*OW)
+    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
+    for n0, n1, cols in _im2col_chunks(x, KH, KW, stride, padding, chunk):
+        o = xp.matmul(w_mat, cols, out=out[n0:n1])          # (m, F, OH*OW)
+        if bias is not None:
+            o += bias[:, None]                              # while the chunk is still in cache
+    out = out.reshape(N, F, OH, OW)                         # (N, F, OH, OW)
+    return out, ConvCache(x, weight, bias is not None, stride, padding)
+
+
+def _conv_dx_col2im(dout, weight, x_shape, stride, padding):
+    """dL/dx for any stride: dcols[n] = W_mat^T @ dout[n], added back where the forward read it."""
+    xp = get_xp(dout)
+    N, C, H, W = x_shape
+    F, _, KH, KW = weight.shape
+    _, _, OH, OW = dout.shape
+    s, p = stride, padding
+    w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
+    dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
+    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * dout.itemsize)
+    dx = xp.empty(x_shape, dtype=dout.dtype)                             # (N, C, H, W)
+    dxpad = xp.empty((chunk, C, H + 2 * p, W + 2 * p), dtype=dout.dtype)  # (g, C, H+2p, W+2p)
+    dcols = xp.empty((chunk, C * KH * KW, OH * OW), dtype=dout.dtype)     # (g, C*KH*KW, OH*OW)
+    for n0 in range(0, N, chunk):
+        n1 = min(N, n0 + chunk)
+        m = n1 - n0
+        # dL/dcols[n] = W_mat^T @ dout[n]
+        dc = xp.matmul(w_mat.T, dout_mat[n0:n1], out=dcols[:m])  # (m, C*KH*KW, OH*OW)
+        dc = dc.reshape(m, C, KH, KW, OH, OW)                   # (m, C, KH, KW, OH, OW)
+        # each xpad pixel collects dcols from every window that read it: one add per offset
+        dxp = dxpad[:m]
+        dxp.fill(0)
+        for i in range(KH):
+            for j in range(KW):
+                dxp[:, :, i:i + s * OH:s, j:j + s * OW:s] += dc[:, :, i, j]
+        dx[n0:n1] = dxp[:, :, p:p + H, p:p + W]                 # crop the padding
+    return dx
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """Gradients of conv2d_forward.
+
+    dout: (N, F, OH, OW). Returns ``(dx, {"weight": dW, "bias": db})``, dx (N, C, H, W), or
+    dx = None when ``need_dx`` is False (the first layer: skips a GEMM as large as the forward).
+    The columns are rebuilt from the cached input chunk by chunk rather than kept from the
+    forward: a layout change, not a recomputation, and it keeps 9x the input out of memory.
+    """
+    xp = get_xp(dout)
+    x, weight, has_bias, s, p = cache
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
+    _check_dout(dout, (N, F, OH, OW), x.dtype)
+    dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
+    dw_mat = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
+    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
+    for n0, n1, cols in _im2col_chunks(x, KH, KW, s, p, chunk):
+        # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM per sample, summed over the chunk
+        cols_t = cols.transpose(0, 2, 1)                    # (m, OH*OW, C*KH*KW), a view
+        dw_mat += xp.matmul(dout_mat[n0:n1], cols_t).sum(axis=0)  # (F, C*KH*KW)
+    grads = {"weight": dw_mat.reshape(F, C, KH, KW)}        # (F, C, KH, KW)
+    if has_bias:
+        grads["bias"] = dout.sum(axis=(0, 2, 3))            # (F,)
+    if not need_dx:
+        return None, grads
+    if s == 1 and KH == KW and p < KH and F <= C:
+        # Stride 1: dL/dx is the "full" correlation of dout with the kernel flipped in (i, j)
+        # and transposed in (F, C), i.e. this module's forward conv with padding KH-1-p. It
+        # copies F*KH*KW rows per sample where col2im adds C*KH*KW, but a copy is about twice
+        # as fast as col2im's strided adds: 20 % faster for F = C (measured), a loss for F >> C.
+        w_flip = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, KH, KW)
+        w_flip = xp.ascontiguousarray(w_flip)
+        dx, _ = conv2d_forward(dout, w_flip, padding=KH - 1 - p)
+    else:
+        dx = _conv_dx_col2im(dout, weight, x.shape, s, p)
+    return dx, grads
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+
+def _check_4d(x, name):
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects x of shape [N, C, H, W], got shape {tuple(x.shape)}: "
+                         "merge time and batch first with x.reshape(T * B, C, H, W)")
+
+
+class AvgPoolCache(NamedTuple):
+    x_shape: tuple  # (N, C, H, W)
+    kernel: int
+
+
+def avgpool2d_forward(x, kernel=2):
+    """out[n, c, y, x] = mean of the kernel x kernel block at (k*y, k*x); stride = kernel.
+
+    x: (N, C, H, W) with H and W divisible by kernel. Returns out (N, C, H/k, W/k), cache.
+    """
+    xp = get_xp(x)
+    _check_4d(x, "avgpool2d")
+    N, C, H, W = x.shape
+    k = kernel
+    if H % k or W % k:
+        raise ValueError(f"avgpool2d with kernel {k} needs H and W divisible by {k}, got x "
+                         f"{tuple(x.shape)}: pad or crop the input, or pick a kernel that divides "
+                         "them (e.g. padding=1 on the previous 3x3 conv keeps H and W)")
+    # k*k adds of strided slices: 10x faster in NumPy than .mean over a (N, C, OH, k, OW, k) view
+    out = xp.zeros((N, C, H // k, W // k), dtype=x.dtype)   # (N, C, OH, OW)
+    for i in range(k):
+        for j in range(k):
+            out += x[:, :, i::k, j::k]
+    out *= 1.0 / (k * k)
+    return out, AvgPoolCache(tuple(x.shape), k)
+
+
+def avgpool2d_backward(dout, cache):
+    """dL/dx[n, c, k*y + i, k*x + j] = dout[n, c, y, x] / k^2."""
+    xp = get_xp(dout)
+    N, C, H, W = cache.x_shape
+    k = cache.kernel
+    _check_dout(dout, (N, C, H // k, W // k))
+    share = dout * (1.0 / (k * k))                          # (N, C, OH, OW)
+    dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
+    for i in range(k):
+        for j in range(k):
+            dx[:, :, i::k, j::k] = share
+    return dx
+
+
+class MaxPoolCache(NamedTuple):
+    x_shape: tuple  # (N, C, H, W)
+    argmax: object  # (N, C, OH, OW) uint8: offset i*kernel + j of each window's maximum
+    kernel: int
+    stride: int
+
+
+def maxpool2d_forward(x, kernel=2, stride=None):
+    """out[n, c, y, x] = max_{i,j < kernel} x[n, c, s*y + i, s*x + j]; stride defaults to kernel.
+
+    Ties go to the first offset in (i, j) order, like PyTorch. Returns out (N, C, OH, OW), cache.
+    """
+    xp = get_xp(x)
+    _check_4d(x, "maxpool2d")
+    k, s = kernel, kernel if stride is None else stride
+    N, C, H, W = x.shape
+    if k > H or k > W or s < 1 or k * k > 256:
+        raise ValueError(f"maxpool2d kernel {k} (stride {s}) does not fit x {tuple(x.shape)}: "
+                         "use 1 <= kernel <= min(H, W), kernel <= 16 and stride >= 1")
+    OH, OW = (H - k) // s + 1, (W - k) // s + 1
+    out = x[:, :, 0:s * OH:s, 0:s * OW:s].copy()            # (N, C, OH, OW), offset (0, 0)
+    argmax = xp.zeros((N, C, OH, OW), dtype=xp.uint8)       # (N, C, OH, OW)
+    for o in range(1, k * k):
+        i, j = divmod(o, k)
+        v = x[:, :, i:i + s * OH:s, j:j + s * OW:s]         # (N, C, OH, OW)
+        bigger = v > out                                    # strict: a tie keeps the earlier offset
+        # argmax = o where bigger (argmax < o so far); 15x faster than where/copyto in NumPy
+        argmax += bigger * (o - argmax)
+        xp.maximum(out, v, out=out)
+    return out, MaxPoolCache(tuple(x.shape), argmax, k, s)
+
+
+def maxpool2d_backward(dout, cache):
+    """dL/dx at each window's argmax position += dout; zero elsewhere."""
+    xp = get_xp(dout)
+    N, C, H, W = cache.x_shape
+    k, s = cache.kernel, cache.stride
+    OH, OW = cache.argmax.shape[2:]
+    _check_dout(dout, (N, C, OH, OW))
+    dx = xp.zeros(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
+    for o in range(k * k):
+        i, j = divmod(o, k)
+        # += rather than =: overlapping windows (stride < kernel) can share a maximum
+        dx[:, :, i:i + s * OH:s, j:j + s * OW:s] += dout * (cache.argmax == o)
+    return dx
+
+
+class GlobalAvgPoolCache(NamedTuple):
+    x_shape: tuple  # (N, C, H, W)
+
+
+def global_avgpool_forward(x):
+    """out[n, c] = mean_{y, x} x[n, c, y, x]. Returns out (N, C), cache."""
+    xp = get_xp(x)
+    _check_4d(x, "global_avgpool")
+    N, C, H, W = x.shape
+    out = xp.mean(x.reshape(N, C, H * W), axis=2)           # (N, C)
+    return out, GlobalAvgPoolCache(tuple(x.shape))
+
+
+def global_avgpool_backward(dout, cache):
+    """dL/dx[n, c, y, x] = dout[n, c] / (H * W)."""
+    xp = get_xp(dout)
+    N, C, H, W = cache.x_shape
+    _check_dout(dout, (N, C))
+    dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
+    xp.multiply(dout[:, :, None, None], 1.0 / (H * W), out=dx)
+    return dx

@@ -1,0 +1,242 @@
+"""conv2d and pooling: finite differences (float64), fast vs reference parity, shape errors."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dsatgo_np import conv
+from dsatgo_np.conv import (avgpool2d_backward, avgpool2d_forward, conv2d_backward,
+                            conv2d_backward_reference, conv2d_forward, conv2d_forward_reference,
+                            global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
+                            maxpool2d_forward)
+from dsatgo_np.gradcheck import GradientCheckError, check_backward
+
+FAST = settings(max_examples=25, deadline=None)
+# Central differences with h = 1e-6 carry a round-off of about |L| * 1e-16 / h ~ 1e-9 to 1e-8
+# here (L = sum(out * dout)); an entry whose true gradient nearly cancels to zero needs this
+# absolute slack. A planted 1 % error is orders of magnitude larger.
+ATOL = 1e-7
+
+
+@st.composite
+def conv_cases(draw):
+    """Small float64 conv2d problems: (x, weight, bias, stride, padding, rng)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    H, W = draw(st.integers(3, 7)), draw(st.integers(3, 7))
+    KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))  # non-square too: the col2im path
+    stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, 1))
+    x = rng.standard_normal((N, C, H, W))
+    weight = rng.standard_normal((F, C, KH, KW))
+    bias = rng.standard_normal(F)
+    return x, weight, bias, stride, padding, rng
+
+
+def conv_fn(stride, padding):
+    return lambda x, weight, bias: conv2d_forward(x, weight, bias, stride, padding)[0]
+
+
+# ---------------------------------------------------------------------------- finite differences
+
+@FAST
+@given(conv_cases())
+def test_conv2d_gradients_match_finite_differences(case):
+    x, weight, bias, stride, padding, rng = case
+    out, cache = conv2d_forward(x, weight, bias, stride, padding)
+    dout = rng.standard_normal(out.shape)
+    dx, grads = conv2d_backward(dout, cache)
+    check_backward(conv_fn(stride, padding), {"x": x, "weight": weight, "bias": bias}, dout,
+                   {"x": dx, **grads}, atol=ATOL)
+
+
+@FAST
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_avgpool_gradient_matches_finite_differences(N, C, k, OH, OW, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, k * OH, k * OW))
+    out, cache = avgpool2d_forward(x, k)
+    dout = rng.standard_normal(out.shape)
+    check_backward(lambda x: avgpool2d_forward(x, k)[0], {"x": x}, dout,
+                   {"x": avgpool2d_backward(dout, cache)}, atol=ATOL)
+
+
+@FAST
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(3, 7), st.integers(3, 7),
+       st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_maxpool_gradient_matches_finite_differences(N, C, H, W, k, stride, seed):
+    rng = np.random.default_rng(seed)
+    # distinct values 0.1 apart: no ties, and h = 1e-6 never changes which entry is the max
+    x = 0.1 * rng.permutation(N * C * H * W).reshape(N, C, H, W).astype(np.float64)
+    out, cache = maxpool2d_forward(x, k, stride)
+    dout = rng.standard_normal(out.shape)
+    check_backward(lambda x: maxpool2d_forward(x, k, stride)[0], {"x": x}, dout,
+                   {"x": maxpool2d_backward(dout, cache)}, atol=ATOL)
+
+
+@FAST
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5),
+       st.integers(0, 2**32 - 1))
+def test_global_avgpool_gradient_matches_finite_differences(N, C, H, W, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W))
+    out, cache = global_avgpool_forward(x)
+    dout = rng.standard_normal(out.shape)
+    check_backward(lambda x: global_avgpool_forward(x)[0], {"x": x}, dout,
+                   {"x": global_avgpool_backward(dout, cache)}, atol=ATOL)
+
+
+def test_planted_one_percent_error_in_dweight_is_caught():
+    rng = np.random.default_rng(0)
+    x, weight, bias = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3)), None
+    out, cache = conv2d_forward(x, weight, padding=1)
+    dout = rng.standard_normal(out.shape)
+    _, grads = conv2d_backward(dout, cache)
+    inputs = {"x": x, "weight": weight, "bias": bias}
+    check_backward(conv_fn(1, 1), inputs, dout, {"weight": grads["weight"]}, atol=ATOL)
+    with pytest.raises(GradientCheckError, match="weight"):
+        check_backward(conv_fn(1, 1), inputs, dout, {"weight": grads["weight"] * 1.01}, atol=ATOL)
+
+
+# ---------------------------------------------------------------------------- fast vs reference
+
+def assert_parity(x, weight, bias, stride, padding, dout_seed, rtol, atol):
+    out, cache = conv2d_forward(x, weight, bias, stride, padding)
+    out_ref, cache_ref = conv2d_forward_reference(x, weight, bias, stride, padding)
+    np.testing.assert_allclose(out, out_ref, rtol=rtol, atol=atol)
+    dout = np.random.default_rng(dout_seed).standard_normal(out.shape).astype(x.dtype)
+    dx, grads = conv2d_backward(dout, cache)
+    dx_ref, grads_ref = conv2d_backward_reference(dout, cache_ref)
+    np.testing.assert_allclose(dx, dx_ref, rtol=rtol, atol=atol)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        np.testing.assert_allclose(grads[name], grads_ref[name], rtol=rtol, atol=atol)
+    for a in (out, dx, *grads.values()):
+        assert a.dtype == x.dtype
+
+
+@FAST
+@given(conv_cases())
+def test_fast_conv_matches_reference_float64(case):
+    x, weight, bias, stride, padding, _ = case
+    assert_parity(x, weight, bias, stride, padding, 1, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((8, 24, 12, 12), (16, 24, 3, 3), 1, 1),  # stride 1, F <= C: dx by the flipped forward conv
+    ((6, 3, 11, 9), (16, 3, 3, 3), 1, 1),     # F > C: dx by col2im
+    ((5, 8, 11, 10), (6, 8, 3, 2), 2, 1),     # stride 2, non-square kernel: col2im
+    ((4, 8, 9, 9), (4, 8, 5, 5), 1, 2),
+])
+def test_fast_conv_matches_reference_float32(x_shape, w_shape, stride, padding):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    weight = rng.standard_normal(w_shape, dtype=np.float32)
+    bias = rng.standard_normal(w_shape[0], dtype=np.float32)
+    assert_parity(x, weight, bias, stride, padding, 2, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("samples_per_chunk", [1, 2, 3])
+@pytest.mark.parametrize("C, F", [(3, 4), (4, 3)])  # dx by col2im, by the flipped forward conv
+def test_chunked_columns_match_reference(monkeypatch, samples_per_chunk, C, F):
+    """Several im2col chunks, the last one partial (N = 5), give the same numbers."""
+    rng = np.random.default_rng(2)
+    x, weight = rng.standard_normal((5, C, 6, 7)), rng.standard_normal((F, C, 3, 3))
+    bias = rng.standard_normal(F)
+    for stride in (1, 2):
+        OH, OW = (6 + 2 - 3) // stride + 1, (7 + 2 - 3) // stride + 1
+        # columns of x (C channels) and of dout (F channels): size chunks by the wider one
+        monkeypatch.setattr(conv, "CHUNK_BYTES", samples_per_chunk * max(C, F) * 9 * OH * OW * 8)
+        assert_parity(x, weight, bias, stride, 1, 3, rtol=1e-12, atol=1e-12)
+
+
+def test_need_dx_false_returns_none_and_same_weight_grads():
+    rng = np.random.default_rng(3)
+    x, weight, bias = (rng.standard_normal((3, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3)),
+                       rng.standard_normal(4))
+    out, cache = conv2d_forward(x, weight, bias, padding=1)
+    dout = rng.standard_normal(out.shape)
+    dx, grads = conv2d_backward(dout, cache)
+    dx_none, grads_no_dx = conv2d_backward(dout, cache, need_dx=False)
+    assert dx is not None and dx_none is None
+    assert grads.keys() == grads_no_dx.keys() == {"weight", "bias"}
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], grads_no_dx[name])
+
+
+def test_no_bias_means_no_bias_grad():
+    rng = np.random.default_rng(4)
+    x, weight = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    out, cache = conv2d_forward(x, weight)
+    _, grads = conv2d_backward(np.ones_like(out), cache)
+    assert set(grads) == {"weight"}
+
+
+def test_inputs_are_not_mutated():
+    rng = np.random.default_rng(5)
+    x, weight, bias = (rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)),
+                       rng.standard_normal(4))
+    saved = [a.copy() for a in (x, weight, bias)]
+    out, cache = conv2d_forward(x, weight, bias, padding=1)
+    dout = rng.standard_normal(out.shape)
+    dout_saved = dout.copy()
+    conv2d_backward(dout, cache)
+    for a, b in zip((x, weight, bias, dout), (*saved, dout_saved)):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- pooling values
+
+def test_pool_forward_values_and_dtype():
+    x = np.arange(2 * 3 * 4 * 6, dtype=np.float32).reshape(2, 3, 4, 6)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
+    avg, _ = avgpool2d_forward(x)
+    mx, _ = maxpool2d_forward(x)
+    glob, _ = global_avgpool_forward(x)
+    np.testing.assert_allclose(avg, windows.mean(axis=(4, 5)))
+    np.testing.assert_array_equal(mx, windows.max(axis=(4, 5)))
+    np.testing.assert_allclose(glob, x.mean(axis=(2, 3)))
+    assert avg.dtype == mx.dtype == glob.dtype == np.float32
+
+
+def test_maxpool_tie_sends_gradient_to_first_position_only():
+    x = np.ones((1, 1, 4, 4))
+    out, cache = maxpool2d_forward(x, 2)
+    dx = maxpool2d_backward(np.ones_like(out), cache)
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 1.0  # offset (0, 0) of each 2x2 window, like PyTorch's argmax
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_backward_dtype_follows_input():
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    for forward, backward in [(avgpool2d_forward, avgpool2d_backward),
+                              (maxpool2d_forward, maxpool2d_backward),
+                              (global_avgpool_forward, global_avgpool_backward)]:
+        out, cache = forward(x)
+        assert backward(np.ones_like(out), cache).dtype == np.float32
+
+
+# ---------------------------------------------------------------------------- errors
+
+def test_errors_name_shapes_and_fix():
+    x = np.zeros((2, 3, 5, 5))
+    w = np.zeros((4, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\].*\(3, 5, 5\).*reshape\(T \* B"):
+        conv2d_forward(x[0], w)
+    with pytest.raises(ValueError, match=r"channel mismatch.*C=2.*C=3.*\[F, 2, KH, KW\]"):
+        conv2d_forward(np.zeros((2, 2, 5, 5)), w)
+    with pytest.raises(ValueError, match=r"kernel 9x9 is larger than the padded input 7x7"):
+        conv2d_forward(x, np.zeros((4, 3, 9, 9)), padding=1)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        conv2d_forward(x, w, np.zeros(3))
+    with pytest.raises(TypeError, match="float32.*float64|float64.*float32"):
+        conv2d_forward(x.astype(np.float32), w)
+    out, cache = conv2d_forward(x, w)
+    with pytest.raises(ValueError, match=r"dout has shape \(2, 4, 2, 2\).*\(2, 4, 3, 3\)"):
+        conv2d_backward(np.zeros((2, 4, 2, 2)), cache)
+    with pytest.raises(ValueError, match=r"divisible by 2.*\(2, 3, 5, 5\).*pad or crop"):
+        avgpool2d_forward(x)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        maxpool2d_forward(x[0])
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        global_avgpool_forward(x[0])

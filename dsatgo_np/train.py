@@ -52,9 +52,9 @@ class Config:
     detach_reset: bool = False
     T: int = 4
     epochs: int = 1
-    batch_size: int = 128
+    batch_size: int = 64
     optimizer: str = "sgd"                # sgd | adam
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"              # cosine | constant

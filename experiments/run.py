@@ -1,0 +1,127 @@
+"""Run the experiments of docs/RESULTS.md: each one a list of training runs of dsatgo_np.train.
+
+    python experiments/run.py ablation-mnist            # one experiment (resumable: finished runs are skipped)
+    python experiments/run.py ablation-mnist --smoke    # tiny settings, for the test suite
+    python experiments/run.py --list
+
+Runs go to runs/experiments/<experiment>/<label>-s<seed>/ (config, metrics, checkpoints, plots);
+experiments/report.py turns them into the tables and figures of docs/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+from dsatgo_np import train
+
+ROOT = os.path.join("runs", "experiments")
+METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
+SEEDS = (0, 1, 2)
+
+# Shared budgets: every method of an ablation gets exactly the same epochs, schedule and data.
+MNIST_MLP = dict(dataset="mnist", model="mlp", hidden=[512, 512], T=4, epochs=3, batch_size=64,
+                 lr=0.05, schedule="cosine")
+FMNIST_CNN = dict(dataset="fashion-mnist", model="cnn", channels=[32, 64], T=4, epochs=1,
+                  batch_size=64, lr=0.05, schedule="cosine")
+CIFAR_VGG = dict(dataset="cifar10", model="vgg", vgg_layers=[64, 128, "P", 128, "P"], T=2, epochs=2,
+                 batch_size=64, lr=0.05, schedule="cosine", augment=True, weight_decay=1e-4,
+                 label_smoothing=0.1)
+SIDE = dict(MNIST_MLP, epochs=2)          # the side studies (3-6): a shorter budget, 2 seeds
+DEEP = dict(dataset="cifar10", model="sew-resnet", width_mult=0.125, T=2, epochs=1, batch_size=32,
+            lr=0.05, schedule="cosine", augment=True, train_subset=10000, diag_every=5)
+
+
+def ablation(base, seeds=SEEDS):
+    return [(m, dict(base, method=m), s) for m in METHODS for s in seeds]
+
+
+EXPERIMENTS = {
+    # 1. the ablation on three data sets
+    "ablation-mnist": ablation(MNIST_MLP),
+    "ablation-fmnist": ablation(FMNIST_CNN),
+    "ablation-cifar": ablation(CIFAR_VGG, seeds=(0,)),
+    # 2. firing rates and gradient-window shares of a deep network; a T = 10 run per step
+    "deep": [(m, dict(DEEP, method=m), 0) for m in ("vanilla", "ds-atgo")],
+    "t10": [(m, dict(MNIST_MLP, T=10, epochs=1, method=m, diag_every=5), 0)
+            for m in ("vanilla", "ds-atgo")],
+    # 3. paper Eq. 7 against the released code
+    "width": [(w, dict(SIDE, width=w), s) for w in ("threshold", "std") for s in (0, 1)],
+    # 4. the firing-rate control factor f_c
+    "fc": [(f"fc{fc}", dict(SIDE, f_c=fc), s) for fc in (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
+           for s in (0, 1)],
+    # 5. the gradient through the adaptive threshold (our extension)
+    "threshold-grad": [(f"tgrad-{g}", dict(SIDE, threshold_grad=g), s)
+                       for g in (False, True) for s in (0, 1)],
+    # 6. estimated vs measured threshold; running average vs batch statistics at inference
+    "threshold-variants": [(label, dict(SIDE, **opts), s)
+                           for label, opts in (("measured+running", {}),
+                                               ("measured+batch-stats", dict(running=False)),
+                                               ("estimated", dict(threshold="estimated")))
+                           for s in (0, 1)],
+    # issue 3's documented CNN runs (DS-ATGO, longer budget than the ablation)
+    "cnn-mnist": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=3, method="ds-atgo"), 0)],
+    "cnn-fmnist": [("ds-atgo", dict(FMNIST_CNN, epochs=4, method="ds-atgo"), 0)],
+}
+
+SMOKE = dict(dataset="digits", model="mlp", hidden=[32], epochs=1, batch_size=100, T=2,
+             train_subset=300)
+
+
+def run_dir(exp, label, seed):
+    return os.path.join(ROOT, exp, f"{label}-s{seed}")
+
+
+def finished(path, epochs):
+    try:
+        with open(os.path.join(path, "metrics.jsonl")) as f:
+            return sum(1 for _ in f) >= epochs
+    except OSError:
+        return False
+
+
+def run(exp: str, smoke: bool = False, root: str = ROOT):
+    runs = EXPERIMENTS[exp]
+    for label, opts, seed in runs:
+        if smoke:
+            opts = dict(opts, **SMOKE)
+            opts.pop("vgg_layers", None)
+        cfg = train.Config(**dict(opts, seed=seed, plots=not smoke,
+                                  out=os.path.join(root, exp, f"{label}-s{seed}")))
+        if finished(cfg.out, cfg.epochs):
+            print(f"{exp}/{label}-s{seed}: done already")
+            continue
+        resume = os.path.exists(os.path.join(cfg.out, "last.npz"))
+        print(f"== {exp}/{label}-s{seed}" + (" (resuming)" if resume else ""), flush=True)
+        summary = train.fit(cfg, resume=resume, progress=sys.stderr.isatty())
+        with open(os.path.join(cfg.out, "machine.json"), "w") as f:
+            json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
+                           python=platform.python_version(), finished=time.ctime(),
+                           wall_time_s=summary.get("wall_time_s"),
+                           config=dataclasses.asdict(cfg)), f, indent=2)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiments", nargs="*", help=f"any of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--smoke", action="store_true", help="tiny settings on the digits set")
+    p.add_argument("--root", default=ROOT, help="where the runs go")
+    p.add_argument("--list", action="store_true")
+    a = p.parse_args(argv)
+    if a.list or not a.experiments:
+        for name, runs in EXPERIMENTS.items():
+            print(f"{name}: {len(runs)} runs")
+        return 0
+    for exp in a.experiments:
+        if exp not in EXPERIMENTS:
+            p.error(f"unknown experiment {exp!r}: choose from {', '.join(EXPERIMENTS)}")
+        run(exp, a.smoke, a.root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

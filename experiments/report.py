@@ -1,0 +1,171 @@
+"""Build docs/RESULTS.md from the runs of experiments/run.py and the template beside this file.
+
+    python experiments/report.py                 # reads runs/experiments/, writes docs/RESULTS.md
+                                                 # and docs/figures/*.png
+
+The template holds the prose; each line `{{table NAME}}` or `{{figure NAME}}` is replaced by a
+table or figure computed here from the runs' metrics.jsonl: no number is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join("runs", "experiments")
+
+
+def load_runs(root, exp):
+    """{label: [(seed, rows, machine)]} for every finished run of one experiment."""
+    runs = {}
+    folder = os.path.join(root, exp)
+    if not os.path.isdir(folder):
+        return runs
+    for name in sorted(os.listdir(folder)):
+        m = re.fullmatch(r"(.+)-s(\d+)", name)
+        path = os.path.join(folder, name)
+        try:
+            rows = [json.loads(x) for x in open(os.path.join(path, "metrics.jsonl"))]
+            machine = json.load(open(os.path.join(path, "machine.json")))
+        except (OSError, ValueError):
+            continue                          # unfinished run: left out of the tables
+        if m and rows:
+            runs.setdefault(m.group(1), []).append((int(m.group(2)), rows, machine))
+    return runs
+
+
+def pct(values):
+    """'97.83 +- 0.12' over seeds (percent); a single value without the +-."""
+    values = [100 * v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+
+def summary_table(runs, label_name="method", order=None):
+    labels = order or list(runs)
+    lines = [f"| {label_name} | test accuracy % | firing rate % | gradient-window share % | "
+             "seeds | epochs | wall time per run |", "|---|---|---|---|---|---|---|"]
+    for label in labels:
+        if label not in runs:
+            continue
+        rs = runs[label]
+        last = [rows[-1] for _, rows, _ in rs]
+        wall = statistics.mean(m["wall_time_s"] for _, _, m in rs)
+        lines.append(f"| {label} | {pct([r['test_acc'] for r in last])} | "
+                     f"{pct([r.get('firing_rate') for r in last])} | "
+                     f"{pct([r.get('grad_share') for r in last])} | "
+                     f"{', '.join(str(s) for s, _, _ in rs)} | {len(rs[0][1])} | {wall:.0f} s |")
+    return "\n".join(lines)
+
+
+def machine_line(runs):
+    for rs in runs.values():
+        m = rs[0][2]
+        return f"Machine: {m['machine']}, {m['cpus']} CPUs, Python {m['python']}."
+    return ""
+
+
+def per_layer_table(runs, labels):
+    """Per layer: firing rate and gradient share of the last epoch, one column pair per label."""
+    diags = {lab: runs[lab][0][1][-1].get("diagnostics", {}) for lab in labels if lab in runs}
+    if not diags:
+        return "(no runs yet)"
+    layers = list(next(iter(diags.values())))
+    head = "| layer | " + " | ".join(f"{lab} firing % | {lab} window %" for lab in diags) + " |"
+    lines = [head, "|---" * (1 + 2 * len(diags)) + "|"]
+    for layer in layers:
+        cells = []
+        for d in diags.values():
+            s = d.get(layer, {})
+            cells += [f"{100 * s.get('firing_rate_mean', float('nan')):.1f}",
+                      f"{100 * s.get('grad_share_mean', float('nan')):.1f}"]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(name, runs, out_dir):
+    from dsatgo_np import plots
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.png")
+    exp, kind = name.split(":") if ":" in name else (name, "")
+    sums = {lab: rs[0][1][-1].get("diagnostics", {}) for lab, rs in runs.get(exp, {}).items()}
+    if not sums:
+        return None
+    path = os.path.join(out_dir, f"{exp}-{kind}.png")
+    if kind == "firing":
+        plots.plot_firing_rates(sums, path)
+    elif kind == "window":
+        plots.plot_grad_share(sums, path)
+    elif kind.startswith("steps-"):
+        plots.plot_firing_rates_per_step(sums[kind[6:]], path)
+    else:
+        raise ValueError(f"unknown figure kind {kind!r}")
+    return path
+
+
+def fc_table(runs):
+    lines = ["| f_c | test accuracy % | firing rate % | gradient-window share % | seeds |",
+             "|---|---|---|---|---|"]
+    for label in sorted(runs, key=lambda s: float(s[2:])):
+        last = [rows[-1] for _, rows, _ in runs[label]]
+        lines.append(f"| {label[2:]} | {pct([r['test_acc'] for r in last])} | "
+                     f"{pct([r.get('firing_rate') for r in last])} | "
+                     f"{pct([r.get('grad_share') for r in last])} | {len(last)} |")
+    return "\n".join(lines)
+
+
+def render(template, root, out_md, fig_dir):
+    cache = {}
+
+    def runs_of(exp):
+        if exp not in cache:
+            cache[exp] = load_runs(root, exp)
+        return cache[exp]
+
+    out = []
+    for line in open(template):
+        m = re.fullmatch(r"\{\{(table|figure|layers|machine) ([^}]+)\}\}\s*", line)
+        if not m:
+            out.append(line)
+            continue
+        kind, arg = m.groups()
+        if kind == "table":
+            runs = runs_of(arg)
+            text = fc_table(runs) if arg == "fc" else summary_table(runs)
+        elif kind == "machine":
+            text = machine_line(runs_of(arg))
+        elif kind == "layers":
+            exp, labels = arg.split(":")
+            text = per_layer_table(runs_of(exp), labels.split(","))
+        else:
+            exp = arg.split(":")[0]
+            path = figure(arg, {exp: runs_of(exp)}, fig_dir)
+            rel = os.path.relpath(path, os.path.dirname(out_md)) if path else None
+            text = f"![{arg}]({rel})" if rel else "(figure pending: its runs are not finished)"
+        out.append(text + "\n")
+    with open(out_md, "w") as f:
+        f.writelines(out)
+    return out_md
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=ROOT)
+    p.add_argument("--template", default=os.path.join(HERE, "RESULTS.template.md"))
+    p.add_argument("--out", default=os.path.join("docs", "RESULTS.md"))
+    p.add_argument("--figures", default=os.path.join("docs", "figures"))
+    a = p.parse_args(argv)
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    print(render(a.template, a.root, a.out, a.figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Smoke test of the experiment scripts: tiny settings on the offline digits set."""
+import importlib.util
+import os
+
+import pytest
+
+pytest.importorskip("sklearn")
+HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runner_and_report_on_tiny_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
+    run, report = load("run"), load("report")
+    root = str(tmp_path / "runs")
+    assert run.main(["ablation-mnist", "fc", "--smoke", "--root", root]) == 0
+    assert run.main(["ablation-mnist", "--smoke", "--root", root]) == 0      # resumable: all skipped
+    md = report.render(os.path.join(HERE, "RESULTS.template.md"), root,
+                       str(tmp_path / "R.md"), str(tmp_path / "fig"))
+    text = open(md).read()
+    for method in run.METHODS:
+        assert f"| {method} | " in text
+    assert "| 0.6 | " in text and "| 1.6 | " in text           # the f_c table
+    assert "{{" not in text
+
+
+def test_every_experiment_is_well_formed():
+    run = load("run")
+    from dsatgo_np.train import Config
+    for name, runs in run.EXPERIMENTS.items():
+        assert runs, name
+        for label, opts, seed in runs:
+            Config(**opts, seed=seed)                # every option is a known one

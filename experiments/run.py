@@ -95,14 +95,37 @@ def run(exp: str, smoke: bool = False, root: str = ROOT):
         if finished(cfg.out, cfg.epochs):
             print(f"{exp}/{label}-s{seed}: done already")
             continue
-        resume = os.path.exists(os.path.join(cfg.out, "last.npz"))
-        print(f"== {exp}/{label}-s{seed}" + (" (resuming)" if resume else ""), flush=True)
-        summary = train.fit(cfg, resume=resume, progress=sys.stderr.isatty())
+        lock = claim(cfg.out)
+        if lock is None:
+            print(f"{exp}/{label}-s{seed}: another runner has it, skipped")
+            continue
+        try:
+            resume = os.path.exists(os.path.join(cfg.out, "last.npz"))
+            print(f"== {exp}/{label}-s{seed}" + (" (resuming)" if resume else ""), flush=True)
+            summary = train.fit(cfg, resume=resume, progress=sys.stderr.isatty())
+        finally:
+            os.remove(lock)
+        if summary.get("interrupted"):
+            print("interrupted: run the same command again to continue", file=sys.stderr)
+            return 1
         with open(os.path.join(cfg.out, "machine.json"), "w") as f:
             json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
                            python=platform.python_version(), finished=time.ctime(),
                            wall_time_s=summary.get("wall_time_s"),
+                           blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "default"),
                            config=dataclasses.asdict(cfg)), f, indent=2)
+    return 0
+
+
+def claim(folder):
+    """Create folder/.running exclusively, so that two runners never train the same run."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ".running")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    return path
 
 
 def main(argv=None):
@@ -119,7 +142,8 @@ def main(argv=None):
     for exp in a.experiments:
         if exp not in EXPERIMENTS:
             p.error(f"unknown experiment {exp!r}: choose from {', '.join(EXPERIMENTS)}")
-        run(exp, a.smoke, a.root)
+        if run(exp, a.smoke, a.root):
+            return 1
     return 0
 
 

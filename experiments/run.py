@@ -63,6 +63,8 @@ EXPERIMENTS = {
                                                ("measured+batch-stats", dict(running=False)),
                                                ("estimated", dict(threshold="estimated")))
                            for s in (0, 1)],
+    # a longer DS-ATGO MLP run: how far the MNIST MLP gets with more epochs
+    "mlp-long": [("ds-atgo", dict(MNIST_MLP, epochs=10, weight_decay=1e-4, method="ds-atgo"), 0)],
     # issue 3's documented CNN runs (DS-ATGO, longer budget than the ablation)
     "cnn-mnist": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=3, method="ds-atgo"), 0)],
     "cnn-fmnist": [("ds-atgo", dict(FMNIST_CNN, epochs=4, method="ds-atgo"), 0)],

@@ -84,6 +84,18 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    def extra_repr(self) -> str:
+        """Shapes and options shown by repr(); modules override it."""
+        return ", ".join(f"{k}={tuple(p.data.shape)}" for k, p in self._params.items())
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()})"
+        if not self._children:
+            return head
+        body = "\n".join(f"  ({name}): " + repr(c).replace("\n", "\n  ")
+                         for name, c in self._children.items())
+        return f"{type(self).__name__}(\n{body}\n)"
+
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """name -> NumPy array copy, parameters then buffers (BN statistics, running thresholds)."""
@@ -291,6 +303,12 @@ class Spiking(Module):
         self.record = False      # keep the eval-mode cache (for diagnostics)
         self.frozen = None       # (theta [T], k [T]) to replay instead of the rule (gradient checks)
         self.cache = None
+
+    def extra_repr(self):
+        c = self.config
+        lam = "learnable" if self.neuron == "plif" else self.lam
+        return (f"{self.neuron}, T={self.T}, method={c.method!r}, width={c.width!r}, f_c={c.f_c}, "
+                f"lam={lam}")
 
     def decay(self, xp, dtype):
         if self.neuron == "plif":

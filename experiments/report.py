@@ -48,8 +48,13 @@ def pct(values):
     return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
 
 
-def summary_table(runs, label_name="method", order=None):
-    labels = order or list(runs)
+METHOD_ORDER = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
+
+
+def summary_table(runs, label_name="method"):
+    labels = list(runs)
+    if set(labels) <= set(METHOD_ORDER):          # methods in the paper's order, not alphabetical
+        labels = [m for m in METHOD_ORDER if m in runs]
     lines = [f"| {label_name} | test accuracy % | firing rate % | gradient-window share % | "
              "seeds | epochs | wall time per run |", "|---|---|---|---|---|---|---|"]
     for label in labels:

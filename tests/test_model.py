@@ -192,3 +192,9 @@ def test_every_method_learns_digits(digits, method):
     acc = dn.losses.accuracy(net.eval().forward(dn.encode.direct(xte, 4)), yte)
     assert float(loss) < 0.5 * first
     assert acc > 0.85, f"{method}: test accuracy {acc:.3f} (chance is 0.1)"
+
+
+def test_repr_lists_layers_and_options():
+    text = repr(dn.models.mlp([6, 8, 3], T=2, method="tgo", neuron="plif"))
+    assert "Linear(weight=(8, 6))" in text
+    assert "Spiking(plif, T=2, method='tgo'" in text

@@ -143,7 +143,10 @@ def load_data(cfg: Config):
     xtr, ytr = data.load(cfg.dataset, "train", root=root)
     xte, yte = data.load(cfg.dataset, "test", root=root)
     if cfg.train_subset:
-        xtr, ytr = xtr[:cfg.train_subset], ytr[:cfg.train_subset]
+        # A random subset, the same for every run: some data sets are stored sorted by class,
+        # where the first N samples would hold only the first classes.
+        keep = np.sort(np.random.default_rng(0).permutation(len(ytr))[:cfg.train_subset])
+        xtr, ytr = xtr[keep], ytr[keep]
     return data.normalize(xtr, cfg.dataset), ytr, data.normalize(xte, cfg.dataset), yte
 
 

@@ -126,3 +126,19 @@ def test_memory_check_refuses_a_huge_configuration(tmp_path, capsys):
                        "--out", str(tmp_path / "huge"), "--quiet"])
     assert code == 2
     assert "lower --batch-size" in capsys.readouterr().err
+
+
+def test_train_subset_is_a_random_sample_of_every_class(tmp_path, monkeypatch):
+    """Data stored sorted by class (as the CIFAR-10 copy is) must still give every class."""
+    import dsatgo_np.data as data
+    cfg = small(tmp_path, train_subset=200)
+    x_all, y_all = data.load("digits", "train", root=cfg.data_dir)
+    by_class = np.argsort(y_all, kind="stable")
+    original = data.load
+
+    def sorted_load(name, split, root=None):
+        x, y = original(name, split, root=root)
+        return (x[by_class], y[by_class]) if split == "train" else (x, y)
+    monkeypatch.setattr(data, "load", sorted_load)
+    _, y_sub, _, _ = train.load_data(cfg)
+    assert len(y_sub) == 200 and len(np.unique(y_sub)) == 10

@@ -67,6 +67,7 @@ EXPERIMENTS = {
     "mlp-long": [("ds-atgo", dict(MNIST_MLP, epochs=10, weight_decay=1e-4, method="ds-atgo"), 0)],
     # issue 3's documented CNN runs (DS-ATGO, longer budget than the ablation)
     "cnn-mnist": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=3, method="ds-atgo"), 0)],
+    "cnn-mnist-long": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=5, method="ds-atgo"), 0)],
     "cnn-fmnist": [("ds-atgo", dict(FMNIST_CNN, epochs=4, method="ds-atgo"), 0)],
 }
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from .backend import get_xp
 
 
@@ -43,15 +45,42 @@ def linear_backward(dout, cache: LinearCache, need_dx: bool = True):
 
 
 # --- tdBN: BatchNorm over time, batch and space -------------------------------------------
+#
+# batchnorm_forward_reference / batchnorm_backward_reference write the textbook formulas with
+# whole-array NumPy operations: about twelve passes over memory and five fresh arrays as large
+# as x per call. batchnorm_forward / batchnorm_backward give the same numbers (to float32
+# round-off, tests/test_fast_paths.py) from per-channel sums:
+#
+#   forward:   mean = S1 / M,  var = S2 / M - mean^2          S1 = sum x, S2 = sum x^2
+#              out  = a x + b,  a = gamma inv_std,  b = beta - a mean
+#   backward:  dbeta = sum dout,  dgamma = inv_std (sum dout x - mean dbeta)
+#              dx = a dout + k2 x + k3,  k2 = -a inv_std dgamma / M,  k3 = -a dbeta / M - k2 mean
+#
+# (the backward line is the reference's gamma inv_std (dout - mean(dout) - xhat mean(dout xhat))
+# with xhat = (x - mean) inv_std expanded). The sums are einsum reductions over contiguous rows,
+# added across rows in float64; out and dx are written a few samples at a time so that their
+# two operands stay in cache. The cache keeps x itself (by reference), not xhat.
+
+BLOCK_BYTES = 1 << 19    # bytes of one operand per block of samples in the element-wise passes
+
 
 class BatchNormCache(NamedTuple):
+    """The reference's cache."""
     xhat: object     # (N, C, ...) normalised input
     inv_std: object  # (C,) 1 / sqrt(var + eps)
     gamma: object    # (C,) scale
     axes: tuple      # reduced axes: all but the channel axis 1
 
 
-def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
+class BatchNormStats(NamedTuple):
+    """The fast path's cache."""
+    x: object        # (N, C, ...) the input, by reference (never mutated)
+    mean: object     # (C,) batch mean
+    inv_std: object  # (C,) 1 / sqrt(var + eps)
+    gamma: object    # (C,) scale
+
+
+def batchnorm_forward_reference(x, gamma, beta, eps: float = 1e-5):
     """Training-mode BatchNorm with per-channel statistics over every axis but axis 1.
 
     x: [N, C, ...] with N = T * B: tdBN normalises over time, batch and space together.
@@ -70,7 +99,7 @@ def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
     return out, BatchNormCache(xhat, inv_std, gamma, axes), mean, var
 
 
-def batchnorm_backward(dout, cache: BatchNormCache):
+def batchnorm_backward_reference(dout, cache: BatchNormCache):
     """dout: [N, C, ...] -> (dx, {"weight": dgamma (C,), "bias": dbeta (C,)}).
 
     With M values per channel (DERIVATIONS.md section 4):
@@ -86,12 +115,113 @@ def batchnorm_backward(dout, cache: BatchNormCache):
     return dx, {"weight": dgamma, "bias": dbeta}
 
 
-def batchnorm_eval(x, gamma, beta, running_mean, running_var, eps: float = 1e-5):
-    """Inference BatchNorm with the running statistics (no cache: nothing to differentiate)."""
+def _rows(a):
+    """[N, C, ...] -> (N, C, L) view, L = prod(...) (1 for [N, C])."""
+    return a.reshape(a.shape[0], a.shape[1], -1)           # (N, C, L)
+
+
+def _channel_sums(a, b=None):
+    """sum of a, or of a * b, per channel of (N, C, L) arrays: (C,) float64.
+
+    einsum reduces each contiguous row of L values in a's dtype; the N row sums are then
+    added in float64, so float32 round-off grows with L, not with N * L. For [N, C] (L = 1)
+    einsum adds the N values of a channel in a's dtype.
+    """
+    xp = get_xp(a)
+    if a.shape[2] == 1:                                    # [N, C]: no rows to reduce first
+        a2 = a[:, :, 0]                                    # (N, C)
+        sums = xp.einsum("nc->c", a2) if b is None else xp.einsum("nc,nc->c", a2, b[:, :, 0])
+        return sums.astype(xp.float64)                     # (C,)
+    rows = xp.einsum("ncl->nc", a) if b is None else xp.einsum("ncl,ncl->nc", a, b)
+    return rows.sum(axis=0, dtype=xp.float64)              # (C,)
+
+
+def _per_value(v, like):
+    """(C,) float64 -> (C*L,) in like's dtype: channel c's value repeated L times.
+
+    A full row broadcast over the samples lets NumPy run one inner loop of C*L values per
+    sample, where a (C, 1) operand costs a loop call per row of L (3x slower for L = 784).
+    """
+    xp = get_xp(like)
+    return xp.repeat(v.astype(like.dtype), like.shape[2])  # (C*L,)
+
+
+def _sample_blocks(a):
+    """Slices of the first axis of a, each about BLOCK_BYTES (at least one sample)."""
+    n = a.shape[0]
+    size = max(1, BLOCK_BYTES // max(1, a[0].nbytes)) if get_xp(a) is np else n
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
+    """batchnorm_forward_reference's contract and numbers (to round-off), in three passes over x.
+
+    x: [N, C, ...]. Returns (out, BatchNormStats, mean (C,), var (C,)), var biased.
+    """
     xp = get_xp(x)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    scale = gamma / xp.sqrt(running_var + eps)
-    return x * scale.reshape(shape) + (beta - running_mean * scale).reshape(shape)
+    x3 = _rows(x)                                          # (N, C, L)
+    m = x3.shape[0] * x3.shape[2]                          # values per channel
+    mean = _channel_sums(x3) / m                           # (C,) float64
+    var = _channel_sums(x3, x3) / m - mean * mean          # biased, as PyTorch normalises
+    if bool((var <= 1e-3 * mean * mean).any()):            # float32 cancellation: two passes
+        var = _channel_sums(x3 - mean[:, None].astype(x.dtype),
+                            x3 - mean[:, None].astype(x.dtype)) / m
+    var = xp.maximum(var, 0.0)
+    inv_std = 1.0 / xp.sqrt(var + eps)                     # (C,) float64
+    a = _per_value(gamma * inv_std, x3)                   # (C*L,) scale
+    b = _per_value(beta - mean * gamma * inv_std, x3)      # (C*L,) shift
+    x2 = x3.reshape(x3.shape[0], -1)                       # (N, C*L)
+    out = xp.empty_like(x2)                                # (N, C*L)
+    for blk in _sample_blocks(x2):                         # out = a x + b
+        o = xp.multiply(x2[blk], a, out=out[blk])
+        o += b
+    dt = x.dtype
+    cache = BatchNormStats(x, mean.astype(dt), inv_std.astype(dt), gamma)
+    return out.reshape(x.shape), cache, mean.astype(dt), var.astype(dt)
+
+
+def batchnorm_backward(dout, cache: BatchNormStats):
+    """batchnorm_backward_reference's contract and numbers (to round-off), in four passes.
+
+    dout: [N, C, ...] -> (dx, {"weight": dgamma (C,), "bias": dbeta (C,)}).
+    """
+    xp = get_xp(dout)
+    c = cache
+    d3, x3 = _rows(dout), _rows(c.x)                       # (N, C, L) each
+    m = d3.shape[0] * d3.shape[2]
+    mean, inv_std = c.mean.astype(xp.float64), c.inv_std.astype(xp.float64)
+    dbeta = _channel_sums(d3)                              # (C,) float64
+    dgamma = inv_std * (_channel_sums(d3, x3) - mean * dbeta)
+    a = c.gamma * inv_std                                  # dout/dx at fixed statistics
+    k2 = -a * inv_std * dgamma / m                         # through mean(dout xhat)
+    k3 = -a * dbeta / m - k2 * mean                        # through mean(dout)
+    a, k2, k3 = (_per_value(v, d3) for v in (a, k2, k3))   # (C*L,) each
+    d2, x2 = d3.reshape(d3.shape[0], -1), x3.reshape(x3.shape[0], -1)   # (N, C*L) each
+    dx = xp.empty_like(d2)                                 # (N, C*L)
+    tmp = xp.empty_like(d2[_sample_blocks(d2)[0]])         # one block
+    for blk in _sample_blocks(d2):                         # dx = a dout + k2 x + k3
+        o = xp.multiply(d2[blk], a, out=dx[blk])
+        t = xp.multiply(x2[blk], k2, out=tmp[:o.shape[0]])
+        o += t
+        o += k3
+    dt = dout.dtype
+    return dx.reshape(dout.shape), {"weight": dgamma.astype(dt), "bias": dbeta.astype(dt)}
+
+
+def batchnorm_eval(x, gamma, beta, running_mean, running_var, eps: float = 1e-5):
+    """Inference BatchNorm with the running statistics (no cache: nothing to differentiate).
+
+    out = a x + b with a = gamma / sqrt(running_var + eps), b = beta - running_mean a.
+    """
+    xp = get_xp(x)
+    x3 = _rows(x)                                          # (N, C, L)
+    scale = gamma / xp.sqrt(running_var + eps)             # (C,)
+    a = _per_value(scale, x3)                              # (C*L,)
+    b = _per_value(beta - running_mean * scale, x3)        # (C*L,)
+    x2 = x3.reshape(x3.shape[0], -1)                       # (N, C*L)
+    out = xp.multiply(x2, a)
+    out += b
+    return out.reshape(x.shape)
 
 
 # --- Dropout (one mask for all time steps) -------------------------------------------------

@@ -146,6 +146,18 @@ def is_static(x) -> bool:
     return x.ndim > 1 and x.shape[0] > 1 and x.strides[0] == 0
 
 
+def _kept(module, cache):
+    """The cache to keep: none in eval mode, so inference frees each layer's input early."""
+    return cache if module.training else None
+
+
+def _cache(module):
+    if module.cache is None:
+        raise RuntimeError(f"{type(module).__name__}.backward needs a forward in training mode "
+                           "first (eval mode keeps no cache): call net.train()")
+    return module.cache
+
+
 def _check_input(name, x, weight, ndim):
     if x.ndim != ndim:
         raise ValueError(f"{name}: expected input of {ndim} dimensions ([T, B, ...]), got shape "
@@ -176,14 +188,15 @@ class Linear(Module):
         self.static = is_static(x)
         T, B = x.shape[:2]
         # A direct-encoded input is the same at every step: compute once, broadcast over T.
-        out, self.cache = layers.linear_forward(x[0] if self.static else _fold(x), w, b)
+        out, cache = layers.linear_forward(x[0] if self.static else _fold(x), w, b)
+        self.cache = _kept(self, cache)
         if self.static:
             return get_xp(out).broadcast_to(out, (T,) + out.shape)
         return out.reshape(T, B, -1)                     # (T, B, O)
 
     def backward(self, dout, need_dx: bool = True):
         T, B = dout.shape[:2]
-        w = self.cache.weight
+        w = _cache(self).weight
         if self.static:                       # x[t] = x[0] for all t: dW = (sum_t dout[t])^T x[0]
             _, grads = layers.linear_backward(dout.sum(axis=0), self.cache, need_dx=False)
             dx = (_fold(dout) @ w).reshape(T, B, -1) if need_dx else None
@@ -215,14 +228,16 @@ class Conv2d(Module):
         b = self._params["bias"].data if "bias" in self._params else None
         self.static = is_static(x)
         T, B = x.shape[:2]
-        out, self.cache = conv.conv2d_forward(x[0] if self.static else _fold(x), w, b,
-                                              stride=self.stride, padding=self.padding)
+        out, cache = conv.conv2d_forward(x[0] if self.static else _fold(x), w, b,
+                                         stride=self.stride, padding=self.padding)
+        self.cache = _kept(self, cache)
         if self.static:
             return get_xp(out).broadcast_to(out, (T,) + out.shape)
         return out.reshape((T, B) + out.shape[1:])        # (T, B, F, OH, OW)
 
     def backward(self, dout, need_dx: bool = True):
         T, B = dout.shape[:2]
+        _cache(self)
         if self.static:                       # x[t] = x[0] for all t: dW from sum_t dout[t]
             _, grads = conv.conv2d_backward(dout.sum(axis=0), self.cache, need_dx=False)
             dx = None
@@ -343,7 +358,7 @@ class Spiking(Module):
         return S
 
     def backward(self, dout, need_dx: bool = True):
-        dx, dlam = lif_backward(dout, self.cache)
+        dx, dlam = lif_backward(dout, self.cache, need_dlam=self.neuron == "plif")
         if self.neuron == "plif":
             lam = self.cache.lam
             self._params["w"].grad += dlam * lam * (1 - lam)     # dsigmoid(w)/dw = lam (1 - lam)

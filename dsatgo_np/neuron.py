@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from .backend import get_xp
 from .surrogate import dynamic_width, heaviside, mpd_agl_width, primitive, window
 from .threshold import (adaptive_threshold, estimated_threshold, layer_stats,
@@ -87,6 +89,36 @@ class SpikeConfig:
         return self.method in ("tgo", "ds-atgo")
 
 
+def fast_layer_stats(h):
+    """threshold.layer_stats(h) in two reads of h instead of np.std's five passes.
+
+    sigma^2 = (sum h^2 - n mu^2) / (n - 1) from the sums of _sum_and_squares. That form loses
+    digits when |mu| >> sigma (float32 cancellation): then, and on a GPU (one kernel either
+    way), layer_stats decides.
+    """
+    xp = get_xp(h)
+    n = h.size
+    if xp is not np or n < 2:
+        return layer_stats(h)
+    s, ss = _sum_and_squares(h.reshape(-1))
+    mu = s / n
+    var = (ss - n * mu * mu) / (n - 1)                            # ddof = 1, like torch.std
+    if not var > 1e-4 * mu * mu:                                  # cancellation, or NaN
+        return layer_stats(h)
+    return np.asarray(mu, dtype=h.dtype), np.asarray(np.sqrt(var), dtype=h.dtype)
+
+
+def _sum_and_squares(flat, width: int = 1024):
+    """(sum flat, sum flat^2) in float64: einsum over rows of `width` values, the row sums
+    added in float64. Single-threaded on purpose: a threaded BLAS dot waits for its second
+    thread at every call, which on a loaded machine costs a scheduler time slice."""
+    cut = flat.size - flat.size % width
+    rows, tail = flat[:cut].reshape(-1, width), flat[cut:].astype(np.float64)   # (R, width)
+    s = np.einsum("ij->i", rows).sum(dtype=np.float64) + tail.sum()
+    ss = np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64) + tail @ tail
+    return float(s), float(ss)
+
+
 class Step(NamedTuple):
     """What a rule decides for one step; all 0-d arrays (NaN where not measured)."""
     theta: object   # () threshold that fires
@@ -112,7 +144,7 @@ def make_rule(cfg: SpikeConfig, lam, training: bool, running=None, g=None) -> Ca
         xp = get_xp(h)
         nan = xp.asarray(float("nan"), dtype=h.dtype)
         measure = cfg.dynamic or (cfg.adaptive and cfg.threshold == "measured" and not use_running)
-        mu, sigma = layer_stats(h) if measure else (nan, nan)
+        mu, sigma = fast_layer_stats(h) if measure else (nan, nan)
         fixed = xp.asarray(cfg.v_th, dtype=h.dtype)
         if not cfg.adaptive:
             theta = fixed
@@ -167,9 +199,15 @@ def lif_step_forward(x, v_prev, lam, rule: Callable, t: int, smooth: bool = Fals
     return s, v, h, step
 
 
-def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool = False,
-                threshold_grad: bool = False, f_c: float = 1.0):
-    """Run the neuron over time. X: [T, B, ...] input currents -> (S [T, B, ...], cache)."""
+def _stack_steps(steps, xp, dtype):
+    """[Step] * T -> (theta, k, mu, sigma), each (T,)."""
+    return tuple(xp.stack([xp.asarray(getattr(s, f), dtype=dtype) for s in steps])
+                 for f in Step._fields)
+
+
+def lif_forward_reference(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool = False,
+                          threshold_grad: bool = False, f_c: float = 1.0):
+    """The plain loop over lif_step_forward; lif_forward computes the same numbers faster."""
     xp = get_xp(X)
     lam = xp.asarray(lam, dtype=X.dtype)
     H, S, V = xp.empty_like(X), xp.empty_like(X), xp.empty_like(X)
@@ -179,13 +217,12 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
         S[t], v, H[t], step = lif_step_forward(X[t], v, lam, rule, t, smooth)
         V[t] = v
         steps.append(step)
-    theta, k, mu, sigma = (xp.stack([xp.asarray(getattr(s, f), dtype=X.dtype) for s in steps])
-                           for f in Step._fields)      # each (T,)
+    theta, k, mu, sigma = _stack_steps(steps, xp, X.dtype)      # each (T,)
     return S, LIFCache(H, S, V, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
 
 
-def lif_backward(dS, cache: LIFCache):
-    """BPTT through lif_forward. dS: [T, B, ...] -> (dX [T, B, ...], dlam 0-d array)."""
+def lif_backward_reference(dS, cache: LIFCache, need_dlam: bool = True):
+    """The plain BPTT loop over whole steps; lif_backward computes the same numbers faster."""
     xp = get_xp(dS)
     c = cache
     T = dS.shape[0]
@@ -204,4 +241,107 @@ def lif_backward(dS, cache: LIFCache):
         if t > 0:
             dlam = dlam + xp.sum(dh * c.V[t - 1])               # dH[t]/dlam = V[t-1]
             dv = c.lam * dh                                     # dH[t]/dV[t-1] = lam
-    return dX, dlam
+    return dX, dlam if need_dlam else None
+
+
+# --- the fast path: the same loops, a cache-sized block of neurons at a time ----------------
+#
+# A NumPy call on an array larger than the L2 cache streams it from memory, so a step written
+# as ten whole-array operations reads and writes memory ten times. The neuron is element-wise
+# given theta[t] and k[t], so the loops below run over blocks of BLOCK neurons, all operations
+# of a block back to back while its few temporaries sit in the cache, writing every result
+# into a preallocated array with out=. The backward even runs the whole time loop block by
+# block, since BPTT couples a neuron only with itself. The arithmetic is the reference's,
+# operation for operation: both give the same bits for spikes (tests/test_fast_paths.py).
+# On a GPU, one block is the whole array.
+
+BLOCK = 1 << 16          # neurons per block: 256 KiB per float32 temporary (bench/bench_lif.py)
+
+
+def _blocks(xp, n: int):
+    """Consecutive slices covering range(n), BLOCK long on the CPU, one slice on a GPU."""
+    size = BLOCK if xp is np else max(n, 1)
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool = False,
+                threshold_grad: bool = False, f_c: float = 1.0):
+    """Run the neuron over time. X: [T, B, ...] input currents -> (S [T, B, ...], cache).
+
+    Same result as lif_forward_reference. The rule sees the whole H[t] (its statistics span
+    the layer); then, block by block, fire and reset step t and charge step t + 1.
+    """
+    xp = get_xp(X)
+    lam = xp.asarray(lam, dtype=X.dtype)
+    T = X.shape[0]
+    H, S, V = (xp.empty(X.shape, dtype=X.dtype) for _ in range(3))
+    x, h, s, v = (a.reshape(T, -1) for a in (X, H, S, V))         # (T, M): one row per step
+    blocks = _blocks(xp, h.shape[1])
+    xp.copyto(h[0], x[0])                                         # H[0] = X[0]: V[-1] = 0
+    steps = []
+    for t in range(T):
+        step = rule(H[t], t)                                      # theta[t], k[t]: constants
+        steps.append(step)
+        for b in blocks:
+            hb, sb, vb = h[t, b], s[t, b], v[t, b]
+            if smooth:                                            # S = clip((H - theta)/k + 1/2, 0, 1)
+                xp.subtract(hb, step.theta, out=sb)
+                sb /= step.k
+                sb += 0.5
+                xp.clip(sb, 0.0, 1.0, out=sb)
+            else:                                                 # S = Heaviside(H - theta)
+                xp.greater_equal(hb, step.theta, out=sb)
+            xp.subtract(1, sb, out=vb)                            # V = H (1 - S)
+            vb *= hb
+            if t + 1 < T:                                         # H[t+1] = lam V[t] + X[t+1]
+                xp.multiply(vb, lam, out=h[t + 1, b])
+                h[t + 1, b] += x[t + 1, b]
+    theta, k, mu, sigma = _stack_steps(steps, xp, X.dtype)       # each (T,)
+    return S, LIFCache(H, S, V, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
+
+
+def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
+    """BPTT through lif_forward. dS: [T, B, ...] -> (dX [T, B, ...], dlam 0-d array).
+
+    dlam is None when need_dlam is False (a fixed decay: skips a read of V). Same result as
+    lif_backward_reference, one block of neurons at a time over all T steps. With
+    threshold_grad, dtheta[t] sums over every neuron of step t before step t - 1 can start,
+    so that extension runs the reference loop.
+    """
+    c = cache
+    if c.threshold_grad:
+        return lif_backward_reference(dS, cache, need_dlam)
+    xp = get_xp(dS)
+    T = dS.shape[0]
+    dX = xp.empty(dS.shape, dtype=dS.dtype)
+    ds_, h_, s_, v_, dx_ = (xp.reshape(a, (T, -1)) for a in (dS, c.H, c.S, c.V, dX))  # (T, M)
+    half_k = 0.5 * c.k                                           # (T,) window half-widths
+    inv_k = 1 / c.k                                              # (T,) window heights
+    blocks = _blocks(xp, dx_.shape[1])
+    n = blocks[0].stop if blocks else 0
+    dv_buf, u_buf, w_buf = (xp.empty(n, dtype=dS.dtype) for _ in range(3))
+    in_buf = xp.empty(n, dtype=bool)
+    dlam = xp.zeros((len(blocks), T), dtype=xp.float64)        # per block and step
+    for i, b in enumerate(blocks):
+        m = b.stop - b.start
+        dv, w, inside = dv_buf[:m], w_buf[:m], in_buf[:m]
+        for t in reversed(range(T)):
+            h, s, ds, dh = h_[t, b], s_[t, b], ds_[t, b], dx_[t, b]
+            last = t == T - 1                                    # dL/dV[T-1] = 0
+            u = ds                                               # dS~ = dS - dV H
+            if not (last or c.detach_reset):
+                u = xp.subtract(ds, xp.multiply(dv, h, out=u_buf[:m]), out=u_buf[:m])
+            xp.subtract(h, c.theta[t], out=w)                    # g = 1[|H - theta| < k/2] / k
+            xp.abs(w, out=w)
+            xp.less(w, half_k[t], out=inside)
+            xp.multiply(u, inv_k[t], out=dh)                     # dH = dS~ g + dV (1 - S)
+            dh *= inside
+            if not last:
+                xp.subtract(1, s, out=w)
+                w *= dv
+                dh += w
+            if t > 0:
+                xp.multiply(dh, c.lam, out=dv)                   # dL/dV[t-1] = lam dH[t]
+                if need_dlam:                                    # dH[t]/dlam = V[t-1]
+                    dlam[i, t] = xp.einsum("i,i->", dh, v_[t - 1, b])
+    return dX, xp.asarray(dlam.sum(), dtype=dS.dtype) if need_dlam else None

@@ -1,0 +1,96 @@
+"""Where the time of a dsatgo_np training step goes: milliseconds per module kind and phase.
+
+    PYTHONPATH=. python bench/profile_step.py [--nets mlp,cnn,cifar,sew] [--method ds-atgo]
+                                              [--steps 5] [--threads N]
+
+Wraps forward and backward of every leaf module with a timer and sums by module kind
+(Linear, Conv2d, BatchNorm, Spiking, pooling, ...), plus the loss, zero_grad and the
+optimiser step; reports the median over --steps steps after one warm-up step.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from nets import NETS, batch, build_ours  # noqa: E402
+
+
+def instrument(net, totals):
+    """Replace each leaf module's forward/backward by a timed wrapper adding into totals."""
+    from dsatgo_np.model import SEWBlock, Sequential
+    for m in net.modules():
+        if isinstance(m, (Sequential, SEWBlock)):
+            continue
+        kind = type(m).__name__
+        for phase in ("forward", "backward"):
+            fn = getattr(m, phase)
+
+            def timed(*a, _fn=fn, _key=(kind, phase), **kw):
+                t0 = time.perf_counter()
+                r = _fn(*a, **kw)
+                totals[_key] += time.perf_counter() - t0
+                return r
+            setattr(m, phase, timed)
+
+
+def profile(net_key, method, steps):
+    import dsatgo_np as dn
+    spec = NETS[net_key]
+    net = build_ours(spec, method)
+    x, y = batch(spec)
+    opt = dn.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    totals = collections.defaultdict(float)
+    instrument(net, totals)
+    rows, walls = [], []
+    for i in range(steps + 1):
+        totals.clear()
+        t0 = time.perf_counter()
+        out = net.forward(dn.encode.direct(x, spec.T))
+        t1 = time.perf_counter()
+        loss, d = dn.losses.cross_entropy(out, y)
+        t2 = time.perf_counter()
+        net.zero_grad()
+        t3 = time.perf_counter()
+        net.backward(d)
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        totals[("loss", "")] += t2 - t1
+        totals[("zero_grad", "")] += t3 - t2
+        totals[("SGD.step", "")] += t5 - t4
+        if i:                                          # the first step warms up
+            rows.append(dict(totals))
+            walls.append(t5 - t0)
+    keys = sorted(rows[0], key=lambda k: -np.median([r[k] for r in rows]))
+    wall = np.median(walls) * 1e3
+    print(f"\n{spec.title}, method={method}: step {wall:.1f} ms (median of {steps})")
+    print(f"  {'module':<14} {'phase':<9} {'ms':>8} {'share':>6}")
+    for k in keys:
+        ms = np.median([r[k] for r in rows]) * 1e3
+        print(f"  {k[0]:<14} {k[1]:<9} {ms:8.1f} {ms / wall:6.1%}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nets", default="mlp,cnn,cifar,sew")
+    p.add_argument("--method", default="ds-atgo")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (needs threadpoolctl); default: the BLAS default")
+    args = p.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+    for key in args.nets.split(","):
+        profile(key, args.method, args.steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Every fast path against the plain version it replaces (STYLE.md rule 8).
+
+The fast LIF loops do the reference's arithmetic operation for operation, so spikes,
+potentials and gradients agree bit for bit; dlam is summed in another order and the fast
+BatchNorm works from per-channel sums, so those agree to float32 round-off. Block sizes are
+shrunk in some tests so that the block boundaries fall inside every step.
+"""
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsatgo_np import layers, neuron
+from dsatgo_np.neuron import (METHODS, SpikeConfig, fast_layer_stats, lif_backward,
+                              lif_backward_reference, lif_forward, lif_forward_reference,
+                              make_rule)
+from dsatgo_np.threshold import layer_stats
+
+FAST = settings(max_examples=20, deadline=None)
+
+
+@contextlib.contextmanager
+def lif_block(size):
+    """Run the fast LIF loops with blocks of `size` neurons."""
+    saved, neuron.BLOCK = neuron.BLOCK, size
+    try:
+        yield
+    finally:
+        neuron.BLOCK = saved
+
+
+def lif_pair(X, cfg, lam, **kw):
+    rule = make_rule(cfg, lam, True, g=np.asarray(1.2, dtype=X.dtype))
+    return lif_forward_reference(X, lam, rule, **kw), lif_forward(X, lam, rule, **kw)
+
+
+@FAST
+@given(seed=st.integers(0, 2**31 - 1), T=st.integers(1, 4), B=st.integers(1, 5),
+       N=st.integers(2, 40), method=st.sampled_from(METHODS), detach_reset=st.booleans(),
+       block=st.sampled_from([7, 64, 1 << 16]), dtype=st.sampled_from(["float32", "float64"]))
+def test_lif_fast_equals_reference_bit_for_bit(seed, T, B, N, method, detach_reset, block, dtype):
+    with lif_block(block):
+        check_lif_parity(seed, T, B, N, method, detach_reset, dtype)
+
+
+def check_lif_parity(seed, T, B, N, method, detach_reset, dtype):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0.5, 1.0, (T, B, N)).astype(dtype)
+    lam = np.asarray(0.3, dtype=dtype)
+    (S1, c1), (S2, c2) = lif_pair(X, SpikeConfig(method=method), lam, detach_reset=detach_reset)
+    for a, b in [(S1, S2), (c1.H, c2.H), (c1.V, c2.V), (c1.theta, c2.theta), (c1.k, c2.k)]:
+        np.testing.assert_array_equal(a, b)
+    dS = rng.normal(size=X.shape).astype(dtype)
+    (dX1, dl1), (dX2, dl2) = lif_backward_reference(dS, c1), lif_backward(dS, c1)
+    np.testing.assert_array_equal(dX1, dX2)
+    np.testing.assert_allclose(dl2, dl1, rtol=1e-4 if dtype == "float32" else 1e-10, atol=1e-5)
+    assert dX2.dtype == dS.dtype and dl2.dtype == dS.dtype
+    dX3, none = lif_backward(dS, c1, need_dlam=False)
+    assert none is None and lif_backward_reference(dS, c1, need_dlam=False)[1] is None
+    np.testing.assert_array_equal(dX3, dX1)
+
+
+@pytest.mark.parametrize("threshold_grad", [False, True])
+def test_lif_fast_smooth_mode_and_threshold_grad(threshold_grad, monkeypatch):
+    monkeypatch.setattr(neuron, "BLOCK", 13)
+    rng = np.random.default_rng(3)
+    X = rng.normal(0.4, 1.0, (3, 4, 11))
+    lam = np.asarray(0.25)
+    cfg = SpikeConfig(method="at", smooth=True, k0=2.0, threshold_grad=threshold_grad)
+    kw = dict(smooth=True, threshold_grad=threshold_grad)
+    (S1, c1), (S2, c2) = lif_pair(X, cfg, lam, **kw)
+    np.testing.assert_allclose(S2, S1, rtol=0, atol=1e-15)
+    dS = rng.normal(size=X.shape)
+    (dX1, dl1), (dX2, dl2) = lif_backward_reference(dS, c1), lif_backward(dS, c2)
+    np.testing.assert_allclose(dX2, dX1, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dl2, dl1, rtol=1e-12)
+
+
+def test_lif_fast_on_image_shapes_and_a_static_input():
+    """[T, B, C, H, W], and a direct-encoded input (time stride 0) that reshape must copy."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.8, 1.0, (3, 2, 5, 4)).astype(np.float32)
+    X = np.broadcast_to(x[None], (4,) + x.shape)
+    lam = np.asarray(0.2, dtype=np.float32)
+    (S1, c1), (S2, c2) = lif_pair(X, SpikeConfig(method="ds-atgo"), lam)
+    np.testing.assert_array_equal(S1, S2)
+    dS = rng.normal(size=X.shape).astype(np.float32)
+    np.testing.assert_array_equal(lif_backward(dS, c2)[0], lif_backward_reference(dS, c1)[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(2,), (3, 5), (4, 3, 7, 9), (2, 1000, 3)])
+def test_fast_layer_stats_matches_numpy(dtype, shape):
+    h = np.random.default_rng(5).normal(0.7, 1.9, shape).astype(dtype)
+    mu, sigma = fast_layer_stats(h)
+    rtol = 1e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(mu, h.astype(np.float64).mean(), rtol=rtol)
+    np.testing.assert_allclose(sigma, h.astype(np.float64).std(ddof=1), rtol=rtol)
+    assert mu.dtype == h.dtype and sigma.dtype == h.dtype
+
+
+def test_fast_layer_stats_falls_back_when_the_mean_dwarfs_the_spread():
+    """float32 values 1e4 +- 0.01: sum h^2 - n mu^2 would cancel to noise; np.std is used."""
+    h = (1e4 + 0.01 * np.random.default_rng(6).standard_normal(5000)).astype(np.float32)
+    mu, sigma = fast_layer_stats(h)
+    ref_mu, ref_sigma = layer_stats(h)
+    assert mu == ref_mu and sigma == ref_sigma
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # n = 1: ddof = 1 leaves NaN, as np.std
+        one = fast_layer_stats(np.ones(1, np.float32))
+        assert np.isnan(one[1]) and np.isnan(layer_stats(np.ones(1, np.float32))[1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7, 3), (64, 5), (5, 4, 3), (6, 3, 5, 7), (9, 2, 28, 28)])
+@pytest.mark.parametrize("block_bytes", [1, 1 << 19])
+def test_batchnorm_fast_matches_reference(dtype, shape, block_bytes, monkeypatch):
+    monkeypatch.setattr(layers, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(7)
+    C = shape[1]
+    x = rng.normal(1.5, 2.0, shape).astype(dtype)
+    gamma, beta = rng.normal(1, 0.3, C).astype(dtype), rng.normal(size=C).astype(dtype)
+    o1, c1, m1, v1 = layers.batchnorm_forward_reference(x, gamma, beta)
+    o2, c2, m2, v2 = layers.batchnorm_forward(x, gamma, beta)
+    rtol, atol = (2e-5, 2e-5) if dtype == "float32" else (1e-11, 1e-12)
+    for a, b in [(o1, o2), (m1, m2), (v1, v2)]:
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
+        assert b.dtype == a.dtype and b.shape == a.shape
+    dout = rng.normal(size=shape).astype(dtype)
+    (dx1, g1), (dx2, g2) = (layers.batchnorm_backward_reference(dout, c1),
+                            layers.batchnorm_backward(dout, c2))
+    np.testing.assert_allclose(dx2, dx1, rtol=rtol, atol=atol * 10)
+    for k in ("weight", "bias"):
+        np.testing.assert_allclose(g2[k], g1[k], rtol=rtol, atol=atol * 100)
+        assert g2[k].dtype == g1[k].dtype
+
+
+def test_batchnorm_fast_keeps_precision_when_the_mean_dwarfs_the_spread():
+    """A channel at 1e3 +- 0.1 in float32: the one-pass variance would cancel; two passes run."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (32, 2, 6, 6)).astype(np.float32)
+    x[:, 1] = 1e3 + 0.1 * x[:, 1]
+    g, b = np.ones(2, np.float32), np.zeros(2, np.float32)
+    _, _, _, v = layers.batchnorm_forward(x, g, b)
+    ref = x.astype(np.float64).transpose(1, 0, 2, 3).reshape(2, -1).var(axis=1)
+    np.testing.assert_allclose(v, ref, rtol=1e-3)
+
+
+def test_batchnorm_fast_does_not_mutate_its_inputs():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(4, 3, 5)).astype(np.float32)
+    g, b = np.ones(3, np.float32), np.zeros(3, np.float32)
+    keep = x.copy()
+    out, cache, _, _ = layers.batchnorm_forward(x, g, b)
+    dout = rng.normal(size=x.shape).astype(np.float32)
+    dkeep = dout.copy()
+    layers.batchnorm_backward(dout, cache)
+    np.testing.assert_array_equal(x, keep)
+    np.testing.assert_array_equal(dout, dkeep)

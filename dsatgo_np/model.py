@@ -237,7 +237,7 @@ class Conv2d(Module):
 
     def backward(self, dout, need_dx: bool = True):
         T, B = dout.shape[:2]
-        _cache(self)
+        _cache(self)                          # raises if the forward ran in eval mode
         if self.static:                       # x[t] = x[0] for all t: dW from sum_t dout[t]
             _, grads = conv.conv2d_backward(dout.sum(axis=0), self.cache, need_dx=False)
             dx = None

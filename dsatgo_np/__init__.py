@@ -6,7 +6,7 @@
     loss, dout = dn.losses.cross_entropy(out, y)
     net.zero_grad(); net.backward(dout); opt.step()
 """
-from . import (backend, data, diagnostics, encode, gradcheck, layers, losses, model,  # noqa: F401
+from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, layers, losses, model,  # noqa: F401
                models, neuron, optim, surrogate, threshold)
 from .backend import get_xp, to_numpy  # noqa: F401
 from .neuron import METHODS, SpikeConfig  # noqa: F401

@@ -7,10 +7,42 @@ evaluate (BatchNorm statistics, running thresholds) lives in the model's state d
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 import numpy as np
 
-from .model import load_npz, save_npz
+from .backend import to_numpy
+
+
+def save_npz(path, arrays: dict):
+    """Write arrays to an .npz atomically: a temporary file in the same folder, then a rename,
+    so an interrupted save never leaves a half-written checkpoint behind."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{k: to_numpy(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_npz(path) -> dict:
+    """Read an .npz written by save_npz, with a clear error for missing or corrupt files."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}: check the path or the run folder")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ValueError(f"checkpoint {path!r} is corrupt or not an .npz file ({e}); "
+                         "delete it and use another checkpoint of the run") from e
 
 
 def save_checkpoint(path, model, optimizer=None, meta: dict | None = None):

@@ -7,8 +7,6 @@ batch, [T, B, ...] -> [T * B, ...], so one matrix product serves every step.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 
 import numpy as np
 
@@ -501,35 +499,3 @@ class SEWBlock(Module):
         dx = self._children["main"].backward(dout, need_dx=True)     # d(a + b)/da = 1
         short = self._children.get("shortcut")
         return dx + (dout if short is None else short.backward(dout, need_dx=True))
-
-
-# --- checkpoints -----------------------------------------------------------------------------------
-
-def save_npz(path, arrays: dict):
-    """Write arrays to an .npz atomically: a temporary file in the same folder, then a rename,
-    so an interrupted save never leaves a half-written checkpoint behind."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: to_numpy(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def load_npz(path) -> dict:
-    """Read an .npz written by save_npz, with a clear error for missing or corrupt files."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}: check the path or the run folder")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as e:
-        raise ValueError(f"checkpoint {path!r} is corrupt or not an .npz file ({e}); "
-                         "delete it and use another checkpoint of the run") from e

@@ -117,8 +117,8 @@ def test_state_dict_round_trip_keeps_bn_and_running_thresholds(tmp_path):
     state = net.state_dict()
     assert not np.allclose(state["3.running_threshold"], 1.0)
     assert not np.allclose(state["2.running_mean"], 0.0)
-    dn.model.save_npz(tmp_path / "ck.npz", state)
-    other = dn.models.mlp([6, 8, 3], T=2, seed=99).load_state_dict(dn.model.load_npz(tmp_path / "ck.npz"))
+    dn.checkpoint.save_npz(tmp_path / "ck.npz", state)
+    other = dn.models.mlp([6, 8, 3], T=2, seed=99).load_state_dict(dn.checkpoint.load_npz(tmp_path / "ck.npz"))
     x = dn.encode.direct(rng.normal(size=(5, 6)).astype(np.float32), 2)
     np.testing.assert_array_equal(net.eval().forward(x), other.eval().forward(x))
 
@@ -160,9 +160,9 @@ def test_corrupt_checkpoint(tmp_path):
     path = tmp_path / "bad.npz"
     path.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="corrupt"):
-        dn.model.load_npz(path)
+        dn.checkpoint.load_npz(path)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        dn.model.load_npz(tmp_path / "none.npz")
+        dn.checkpoint.load_npz(tmp_path / "none.npz")
 
 
 @pytest.fixture(scope="module")

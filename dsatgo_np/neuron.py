@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import get_xp
 from .surrogate import dynamic_width, heaviside, mpd_agl_width, primitive, window
-from .threshold import (adaptive_threshold, estimated_threshold, layer_stats,
+from .threshold import (adaptive_threshold, estimated_threshold, fast_layer_stats,
                         threshold_vjp)
 
 METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
@@ -87,36 +87,6 @@ class SpikeConfig:
     def dynamic(self) -> bool:
         """Surrogate width from membrane statistics (TGO)."""
         return self.method in ("tgo", "ds-atgo")
-
-
-def fast_layer_stats(h):
-    """threshold.layer_stats(h) in two reads of h instead of np.std's five passes.
-
-    sigma^2 = (sum h^2 - n mu^2) / (n - 1) from the sums of _sum_and_squares. That form loses
-    digits when |mu| >> sigma (float32 cancellation): then, and on a GPU (one kernel either
-    way), layer_stats decides.
-    """
-    xp = get_xp(h)
-    n = h.size
-    if xp is not np or n < 2:
-        return layer_stats(h)
-    s, ss = _sum_and_squares(h.reshape(-1))
-    mu = s / n
-    var = (ss - n * mu * mu) / (n - 1)                            # ddof = 1, like torch.std
-    if not var > 1e-4 * mu * mu:                                  # cancellation, or NaN
-        return layer_stats(h)
-    return np.asarray(mu, dtype=h.dtype), np.asarray(np.sqrt(var), dtype=h.dtype)
-
-
-def _sum_and_squares(flat, width: int = 1024):
-    """(sum flat, sum flat^2) in float64: einsum over rows of `width` values, the row sums
-    added in float64. Single-threaded on purpose: a threaded BLAS dot waits for its second
-    thread at every call, which on a loaded machine costs a scheduler time slice."""
-    cut = flat.size - flat.size % width
-    rows, tail = flat[:cut].reshape(-1, width), flat[cut:].astype(np.float64)   # (R, width)
-    s = np.einsum("ij->i", rows).sum(dtype=np.float64) + tail.sum()
-    ss = np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64) + tail @ tail
-    return float(s), float(ss)
 
 
 class Step(NamedTuple):

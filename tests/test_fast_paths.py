@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsatgo_np import layers, neuron
-from dsatgo_np.neuron import (METHODS, SpikeConfig, fast_layer_stats, lif_backward,
+from dsatgo_np.neuron import (METHODS, SpikeConfig, lif_backward,
                               lif_backward_reference, lif_forward, lif_forward_reference,
                               make_rule)
-from dsatgo_np.threshold import layer_stats
+from dsatgo_np.threshold import fast_layer_stats, layer_stats
 
 FAST = settings(max_examples=20, deadline=None)
 

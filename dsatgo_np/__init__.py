@@ -6,9 +6,12 @@
     loss, dout = dn.losses.cross_entropy(out, y)
     net.zero_grad(); net.backward(dout); opt.step()
 """
+from . import allocator
 from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, layers, losses, model,  # noqa: F401
-               models, neuron, optim, surrogate, threshold)
+               models, neuron, optim, parallel, surrogate, threshold)
 from .backend import get_xp, to_numpy  # noqa: F401
 from .neuron import METHODS, SpikeConfig  # noqa: F401
+
+allocator.keep_freed_memory()     # reuse freed arrays instead of page-faulting every step
 
 __version__ = "0.1.0"

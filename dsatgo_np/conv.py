@@ -29,13 +29,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import parallel
 from .backend import get_xp
 
 # Columns are built a few samples at a time into one reused buffer of about this size, so that
 # the copy that writes them and the GEMM that reads them meet in the L2 cache instead of RAM
 # (a full [N, C*KH*KW, OH*OW] matrix is 9x the input: 300 MB for a 64-channel 32x32 batch of
 # 128, whose write alone costs more than a third of the GEMM). Measured with bench/bench_conv.py.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 22
 
 
 class ConvCache(NamedTuple):
@@ -145,18 +146,20 @@ def _chunk_size(xp, n, bytes_per_sample):
 def _im2col_chunks(x, KH, KW, stride, padding, chunk):
     """Yield ``(n0, n1, cols)`` for consecutive sample ranges of ``x`` (N, C, H, W).
 
-    ``cols`` (n1-n0, C*KH*KW, OH*OW) holds ``xpad[n, c, s*y + i, s*x + j]`` at row
-    ``(c, i, j)``, column ``(y, x)``. It is a view into a buffer that the next step
-    overwrites: use it before asking for the next chunk.
+    ``cols`` (C*KH*KW, (n1-n0)*OH*OW) holds ``xpad[n, c, s*y + i, s*x + j]`` at row
+    ``(c, i, j)``, column ``(n - n0, y, x)``: the chunk's samples side by side, so that one
+    GEMM serves them all. It is a view into a buffer that the next step overwrites: use it
+    before asking for the next chunk.
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
     p, s = padding, stride
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
+    chunk = max(1, min(chunk, N))
     # Zeroed once: each chunk overwrites the interior only, so the border stays zero.
     xpad = xp.zeros((chunk, C, H + 2 * p, W + 2 * p), dtype=x.dtype)  # (g, C, H+2p, W+2p)
-    cols = xp.empty((chunk, C, KH, KW, OH, OW), dtype=x.dtype)        # (g, C, KH, KW, OH, OW)
-    for n0 in range(0, N, chunk):
+    buf = xp.empty(C * KH * KW * chunk * OH * OW, dtype=x.dtype)      # flat: a short last
+    for n0 in range(0, N, chunk):                                     # chunk stays contiguous
         n1 = min(N, n0 + chunk)
         m = n1 - n0
         if p:
@@ -166,9 +169,18 @@ def _im2col_chunks(x, KH, KW, stride, padding, chunk):
             src = x[n0:n1]
         win = xp.lib.stride_tricks.sliding_window_view(src, (KH, KW), axis=(2, 3))
         win = win[:, :, ::s, ::s]               # (m, C, OH, OW, KH, KW), a strided view
-        win = win.transpose(0, 1, 4, 5, 2, 3)   # (m, C, KH, KW, OH, OW)
-        xp.copyto(cols[:m], win)                # the one copy; rows of OW stay contiguous
-        yield n0, n1, cols[:m].reshape(m, C * KH * KW, OH * OW)  # (m, C*KH*KW, OH*OW)
+        win = win.transpose(1, 4, 5, 0, 2, 3)   # (C, KH, KW, m, OH, OW)
+        cols = buf[:C * KH * KW * m * OH * OW].reshape(C, KH, KW, m, OH, OW)
+        xp.copyto(cols, win)                    # the one copy; rows of OW stay contiguous
+        yield n0, n1, cols.reshape(C * KH * KW, m * OH * OW)          # (C*KH*KW, m*OH*OW)
+
+
+def _chunk_of_samples(a, n0, n1, buf):
+    """a[n0:n1] (m, F, L) rearranged into buf as (F, m*L): the column layout of _im2col_chunks."""
+    m, F, L = n1 - n0, a.shape[1], a.shape[2]
+    b = buf[:F * m * L].reshape(F, m, L)
+    get_xp(a).copyto(b, a[n0:n1].transpose(1, 0, 2))
+    return b.reshape(F, m * L)                                        # (F, m*L)
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
@@ -181,43 +193,62 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     OH, OW = _conv_output_size(x, weight, bias, stride, padding)
     N = x.shape[0]
     F, C, KH, KW = weight.shape
+    L = OH * OW
     w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
-    out = xp.empty((N, F, OH * OW), dtype=x.dtype)          # (N, F, OH*OW)
-    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
-    for n0, n1, cols in _im2col_chunks(x, KH, KW, stride, padding, chunk):
-        o = xp.matmul(w_mat, cols, out=out[n0:n1])          # (m, F, OH*OW)
-        if bias is not None:
-            o += bias[:, None]                              # while the chunk is still in cache
+    out = xp.empty((N, F, L), dtype=x.dtype)                # (N, F, OH*OW)
+    chunk = _chunk_size(xp, N, C * KH * KW * L * x.itemsize)
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        res = xp.empty(F * min(chunk, hi - lo) * L, dtype=x.dtype)
+        for n0, n1, cols in _im2col_chunks(x[lo:hi], KH, KW, stride, padding, chunk):
+            m = n1 - n0
+            o = xp.matmul(w_mat, cols, out=res[:F * m * L].reshape(F, m * L))  # (F, m*OH*OW)
+            o = o.reshape(F, m, L).transpose(1, 0, 2)       # (m, F, OH*OW), a view
+            if bias is not None:
+                xp.add(o, bias[:, None], out=out[lo + n0:lo + n1])
+            else:
+                xp.copyto(out[lo + n0:lo + n1], o)          # while the chunk is still in cache
+
+    parallel.ranges(work, N, blas=False, xp=xp)
     out = out.reshape(N, F, OH, OW)                         # (N, F, OH, OW)
     return out, ConvCache(x, weight, bias is not None, stride, padding)
 
 
 def _conv_dx_col2im(dout, weight, x_shape, stride, padding):
-    """dL/dx for any stride: dcols[n] = W_mat^T @ dout[n], added back where the forward read it."""
+    """dL/dx for any stride: dcols = W_mat^T @ dout, added back where the forward read it."""
     xp = get_xp(dout)
     N, C, H, W = x_shape
     F, _, KH, KW = weight.shape
     _, _, OH, OW = dout.shape
     s, p = stride, padding
+    L = OH * OW
     w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
-    dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
-    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * dout.itemsize)
-    dx = xp.empty(x_shape, dtype=dout.dtype)                             # (N, C, H, W)
-    dxpad = xp.empty((chunk, C, H + 2 * p, W + 2 * p), dtype=dout.dtype)  # (g, C, H+2p, W+2p)
-    dcols = xp.empty((chunk, C * KH * KW, OH * OW), dtype=dout.dtype)     # (g, C*KH*KW, OH*OW)
-    for n0 in range(0, N, chunk):
-        n1 = min(N, n0 + chunk)
-        m = n1 - n0
-        # dL/dcols[n] = W_mat^T @ dout[n]
-        dc = xp.matmul(w_mat.T, dout_mat[n0:n1], out=dcols[:m])  # (m, C*KH*KW, OH*OW)
-        dc = dc.reshape(m, C, KH, KW, OH, OW)                   # (m, C, KH, KW, OH, OW)
-        # each xpad pixel collects dcols from every window that read it: one add per offset
-        dxp = dxpad[:m]
-        dxp.fill(0)
-        for i in range(KH):
-            for j in range(KW):
-                dxp[:, :, i:i + s * OH:s, j:j + s * OW:s] += dc[:, :, i, j]
-        dx[n0:n1] = dxp[:, :, p:p + H, p:p + W]                 # crop the padding
+    dout_mat = dout.reshape(N, F, L)                        # (N, F, OH*OW)
+    chunk = _chunk_size(xp, N, C * KH * KW * L * dout.itemsize)
+    dx = xp.empty(x_shape, dtype=dout.dtype)                # (N, C, H, W)
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        g = min(chunk, hi - lo)
+        dxpad = xp.empty(C * g * (H + 2 * p) * (W + 2 * p), dtype=dout.dtype)
+        dcols = xp.empty(C * KH * KW * g * L, dtype=dout.dtype)
+        dbuf = xp.empty(F * g * L, dtype=dout.dtype)
+        for n0 in range(lo, hi, g):
+            n1 = min(hi, n0 + g)
+            m = n1 - n0
+            d = _chunk_of_samples(dout_mat, n0, n1, dbuf)  # (F, m*OH*OW)
+            # dL/dcols = W_mat^T @ dout, one GEMM for the chunk
+            dc = xp.matmul(w_mat.T, d, out=dcols[:C * KH * KW * m * L].reshape(C * KH * KW, m * L))
+            dc = dc.reshape(C, KH, KW, m, OH, OW)           # (C, KH, KW, m, OH, OW)
+            # each xpad pixel collects dcols from every window that read it: one add per
+            # offset, in dcols' (C, m) order so that both sides of the add run alike
+            dxp = dxpad[:C * m * (H + 2 * p) * (W + 2 * p)].reshape(C, m, H + 2 * p, W + 2 * p)
+            dxp.fill(0)
+            for i in range(KH):
+                for j in range(KW):
+                    dxp[:, :, i:i + s * OH:s, j:j + s * OW:s] += dc[:, i, j]
+            xp.copyto(dx[n0:n1], dxp[:, :, p:p + H, p:p + W].transpose(1, 0, 2, 3))  # crop
+
+    parallel.ranges(work, N, blas=False, xp=xp)
     return dx
 
 
@@ -236,12 +267,19 @@ def conv2d_backward(dout, cache, need_dx=True):
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
     _check_dout(dout, (N, F, OH, OW), x.dtype)
     dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
-    dw_mat = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
     chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
-    for n0, n1, cols in _im2col_chunks(x, KH, KW, s, p, chunk):
-        # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM per sample, summed over the chunk
-        cols_t = cols.transpose(0, 2, 1)                    # (m, OH*OW, C*KH*KW), a view
-        dw_mat += xp.matmul(dout_mat[n0:n1], cols_t).sum(axis=0)  # (F, C*KH*KW)
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
+        dbuf = xp.empty(F * min(chunk, hi - lo) * OH * OW, dtype=dout.dtype)
+        for n0, n1, cols in _im2col_chunks(x[lo:hi], KH, KW, s, p, chunk):
+            # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM for the chunk, (F, m*OH*OW) @
+            # (m*OH*OW, C*KH*KW), the sum over its samples and pixels done by the GEMM itself
+            d = _chunk_of_samples(dout_mat, lo + n0, lo + n1, dbuf)   # (F, m*OH*OW)
+            dw += d @ cols.T
+        return dw
+
+    dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share, added
     grads = {"weight": dw_mat.reshape(F, C, KH, KW)}        # (F, C, KH, KW)
     if has_bias:
         grads["bias"] = dout.sum(axis=(0, 2, 3))            # (F,)
@@ -287,12 +325,19 @@ def avgpool2d_forward(x, kernel=2):
         raise ValueError(f"avgpool2d with kernel {k} needs H and W divisible by {k}, got x "
                          f"{tuple(x.shape)}: pad or crop the input, or pick a kernel that divides "
                          "them (e.g. padding=1 on the previous 3x3 conv keeps H and W)")
-    # k*k adds of strided slices: 10x faster in NumPy than .mean over a (N, C, OH, k, OW, k) view
-    out = xp.zeros((N, C, H // k, W // k), dtype=x.dtype)   # (N, C, OH, OW)
-    for i in range(k):
-        for j in range(k):
-            out += x[:, :, i::k, j::k]
-    out *= 1.0 / (k * k)
+    # k*k adds of strided slices: 10x faster in NumPy than .mean over a (N, C, OH, k, OW, k) view;
+    # a few samples at a time, so that the block of out stays in cache through the adds
+    out = xp.empty((N, C, H // k, W // k), dtype=x.dtype)  # (N, C, OH, OW)
+
+    def work(lo, hi):
+        o, xs = out[lo:hi], x[lo:hi]
+        xp.add(xs[:, :, 0::k, 0::k], xs[:, :, 0::k, 1::k] if k > 1 else 0, out=o)
+        for o_ij in range(2, k * k):
+            i, j = divmod(o_ij, k)
+            o += xs[:, :, i::k, j::k]
+        o *= 1.0 / (k * k)
+
+    parallel.blocks(work, N, out[0].nbytes, xp=xp)
     return out, AvgPoolCache(tuple(x.shape), k)
 
 
@@ -302,11 +347,15 @@ def avgpool2d_backward(dout, cache):
     N, C, H, W = cache.x_shape
     k = cache.kernel
     _check_dout(dout, (N, C, H // k, W // k))
-    share = dout * (1.0 / (k * k))                          # (N, C, OH, OW)
     dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
-    for i in range(k):
-        for j in range(k):
-            dx[:, :, i::k, j::k] = share
+
+    def work(lo, hi):                                       # samples lo:hi
+        share = dout[lo:hi] * (1.0 / (k * k))               # (n, C, OH, OW), in cache
+        for i in range(k):
+            for j in range(k):
+                dx[lo:hi, :, i::k, j::k] = share
+
+    parallel.blocks(work, N, dout[0].nbytes, xp=xp)
     return dx
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import parallel
 from .backend import get_xp
 
 
@@ -132,7 +133,15 @@ def _channel_sums(a, b=None):
         a2 = a[:, :, 0]                                    # (N, C)
         sums = xp.einsum("nc->c", a2) if b is None else xp.einsum("nc,nc->c", a2, b[:, :, 0])
         return sums.astype(xp.float64)                     # (C,)
-    rows = xp.einsum("ncl->nc", a) if b is None else xp.einsum("ncl,ncl->nc", a, b)
+    rows = xp.empty(a.shape[:2], dtype=a.dtype)            # (N, C) row sums
+
+    def work(lo, hi):                                      # samples lo:hi, on one thread
+        if b is None:
+            xp.einsum("ncl->nc", a[lo:hi], out=rows[lo:hi])
+        else:
+            xp.einsum("ncl,ncl->nc", a[lo:hi], b[lo:hi], out=rows[lo:hi])
+
+    parallel.ranges(work, a.shape[0], xp=xp)
     return rows.sum(axis=0, dtype=xp.float64)              # (C,)
 
 
@@ -144,13 +153,6 @@ def _per_value(v, like):
     """
     xp = get_xp(like)
     return xp.repeat(v.astype(like.dtype), like.shape[2])  # (C*L,)
-
-
-def _sample_blocks(a):
-    """Slices of the first axis of a, each about BLOCK_BYTES (at least one sample)."""
-    n = a.shape[0]
-    size = max(1, BLOCK_BYTES // max(1, a[0].nbytes)) if get_xp(a) is np else n
-    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
 def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
@@ -172,9 +174,12 @@ def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
     b = _per_value(beta - mean * gamma * inv_std, x3)      # (C*L,) shift
     x2 = x3.reshape(x3.shape[0], -1)                       # (N, C*L)
     out = xp.empty_like(x2)                                # (N, C*L)
-    for blk in _sample_blocks(x2):                         # out = a x + b
-        o = xp.multiply(x2[blk], a, out=out[blk])
+
+    def affine(lo, hi):                                    # out = a x + b, samples lo:hi
+        o = xp.multiply(x2[lo:hi], a, out=out[lo:hi])
         o += b
+
+    parallel.blocks(affine, x2.shape[0], x2[0].nbytes, BLOCK_BYTES, xp=xp)
     dt = x.dtype
     cache = BatchNormStats(x, mean.astype(dt), inv_std.astype(dt), gamma)
     return out.reshape(x.shape), cache, mean.astype(dt), var.astype(dt)
@@ -198,12 +203,13 @@ def batchnorm_backward(dout, cache: BatchNormStats):
     a, k2, k3 = (_per_value(v, d3) for v in (a, k2, k3))   # (C*L,) each
     d2, x2 = d3.reshape(d3.shape[0], -1), x3.reshape(x3.shape[0], -1)   # (N, C*L) each
     dx = xp.empty_like(d2)                                 # (N, C*L)
-    tmp = xp.empty_like(d2[_sample_blocks(d2)[0]])         # one block
-    for blk in _sample_blocks(d2):                         # dx = a dout + k2 x + k3
-        o = xp.multiply(d2[blk], a, out=dx[blk])
-        t = xp.multiply(x2[blk], k2, out=tmp[:o.shape[0]])
-        o += t
+
+    def combine(lo, hi):                                   # dx = a dout + k2 x + k3, samples lo:hi
+        o = xp.multiply(d2[lo:hi], a, out=dx[lo:hi])
+        o += xp.multiply(x2[lo:hi], k2)                    # a block-sized temporary, in cache
         o += k3
+
+    parallel.blocks(combine, d2.shape[0], d2[0].nbytes, BLOCK_BYTES, xp=xp)
     dt = dout.dtype
     return dx.reshape(dout.shape), {"weight": dgamma.astype(dt), "bias": dbeta.astype(dt)}
 

@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from . import parallel
 from .backend import get_xp
 from .surrogate import dynamic_width, heaviside, mpd_agl_width, primitive, window
 from .threshold import (adaptive_threshold, estimated_threshold, fast_layer_stats,
@@ -221,9 +222,10 @@ def lif_backward_reference(dS, cache: LIFCache, need_dlam: bool = True):
 # given theta[t] and k[t], so the loops below run over blocks of BLOCK neurons, all operations
 # of a block back to back while its few temporaries sit in the cache, writing every result
 # into a preallocated array with out=. The backward even runs the whole time loop block by
-# block, since BPTT couples a neuron only with itself. The arithmetic is the reference's,
-# operation for operation: both give the same bits for spikes (tests/test_fast_paths.py).
-# On a GPU, one block is the whole array.
+# block, since BPTT couples a neuron only with itself. Blocks are independent, so the CPU's
+# cores share them (parallel.ranges; the split falls on block boundaries). The arithmetic is
+# the reference's, operation for operation: both give the same bits for spikes
+# (tests/test_fast_paths.py). On a GPU, one block is the whole array.
 
 BLOCK = 1 << 16          # neurons per block: 256 KiB per float32 temporary (bench/bench_lif.py)
 
@@ -232,6 +234,15 @@ def _blocks(xp, n: int):
     """Consecutive slices covering range(n), BLOCK long on the CPU, one slice on a GPU."""
     size = BLOCK if xp is np else max(n, 1)
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _each_block(xp, n: int, work):
+    """[work(lo, hi, blocks)] for runs of whole blocks covering range(n), one run per thread."""
+    if n == 0:
+        return [work(0, 0, [])]
+    return parallel.ranges(lambda lo, hi: work(lo, hi, [slice(b.start + lo, b.stop + lo)
+                                                         for b in _blocks(xp, hi - lo)]),
+                           n, grain=BLOCK, xp=xp)
 
 
 def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool = False,
@@ -246,12 +257,10 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
     T = X.shape[0]
     H, S, V = (xp.empty(X.shape, dtype=X.dtype) for _ in range(3))
     x, h, s, v = (a.reshape(T, -1) for a in (X, H, S, V))         # (T, M): one row per step
-    blocks = _blocks(xp, h.shape[1])
     xp.copyto(h[0], x[0])                                         # H[0] = X[0]: V[-1] = 0
     steps = []
-    for t in range(T):
-        step = rule(H[t], t)                                      # theta[t], k[t]: constants
-        steps.append(step)
+
+    def fire_reset_charge(t, step, blocks):
         for b in blocks:
             hb, sb, vb = h[t, b], s[t, b], v[t, b]
             if smooth:                                            # S = clip((H - theta)/k + 1/2, 0, 1)
@@ -266,6 +275,11 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
             if t + 1 < T:                                         # H[t+1] = lam V[t] + X[t+1]
                 xp.multiply(vb, lam, out=h[t + 1, b])
                 h[t + 1, b] += x[t + 1, b]
+
+    for t in range(T):
+        step = rule(H[t], t)                                      # theta[t], k[t]: constants
+        steps.append(step)
+        _each_block(xp, h.shape[1], lambda lo, hi, blocks: fire_reset_charge(t, step, blocks))
     theta, k, mu, sigma = _stack_steps(steps, xp, X.dtype)       # each (T,)
     return S, LIFCache(H, S, V, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
 
@@ -287,31 +301,36 @@ def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
     ds_, h_, s_, v_, dx_ = (xp.reshape(a, (T, -1)) for a in (dS, c.H, c.S, c.V, dX))  # (T, M)
     half_k = 0.5 * c.k                                           # (T,) window half-widths
     inv_k = 1 / c.k                                              # (T,) window heights
-    blocks = _blocks(xp, dx_.shape[1])
-    n = blocks[0].stop if blocks else 0
-    dv_buf, u_buf, w_buf = (xp.empty(n, dtype=dS.dtype) for _ in range(3))
-    in_buf = xp.empty(n, dtype=bool)
-    dlam = xp.zeros((len(blocks), T), dtype=xp.float64)        # per block and step
-    for i, b in enumerate(blocks):
-        m = b.stop - b.start
-        dv, w, inside = dv_buf[:m], w_buf[:m], in_buf[:m]
-        for t in reversed(range(T)):
-            h, s, ds, dh = h_[t, b], s_[t, b], ds_[t, b], dx_[t, b]
-            last = t == T - 1                                    # dL/dV[T-1] = 0
-            u = ds                                               # dS~ = dS - dV H
-            if not (last or c.detach_reset):
-                u = xp.subtract(ds, xp.multiply(dv, h, out=u_buf[:m]), out=u_buf[:m])
-            xp.subtract(h, c.theta[t], out=w)                    # g = 1[|H - theta| < k/2] / k
-            xp.abs(w, out=w)
-            xp.less(w, half_k[t], out=inside)
-            xp.multiply(u, inv_k[t], out=dh)                     # dH = dS~ g + dV (1 - S)
-            dh *= inside
-            if not last:
-                xp.subtract(1, s, out=w)
-                w *= dv
-                dh += w
-            if t > 0:
-                xp.multiply(dh, c.lam, out=dv)                   # dL/dV[t-1] = lam dH[t]
-                if need_dlam:                                    # dH[t]/dlam = V[t-1]
-                    dlam[i, t] = xp.einsum("i,i->", dh, v_[t - 1, b])
+
+    def bptt(lo, hi, blocks):
+        """The whole time loop for neurons lo:hi; returns dlam's terms, (blocks, T) float64."""
+        n = blocks[0].stop - blocks[0].start if blocks else 0
+        dv_buf, u_buf, w_buf = (xp.empty(n, dtype=dS.dtype) for _ in range(3))
+        in_buf = xp.empty(n, dtype=bool)
+        dlam = xp.zeros((len(blocks), T), dtype=xp.float64)    # per block and step
+        for i, b in enumerate(blocks):
+            m = b.stop - b.start
+            dv, w, inside = dv_buf[:m], w_buf[:m], in_buf[:m]
+            for t in reversed(range(T)):
+                h, s, ds, dh = h_[t, b], s_[t, b], ds_[t, b], dx_[t, b]
+                last = t == T - 1                                # dL/dV[T-1] = 0
+                u = ds                                           # dS~ = dS - dV H
+                if not (last or c.detach_reset):
+                    u = xp.subtract(ds, xp.multiply(dv, h, out=u_buf[:m]), out=u_buf[:m])
+                xp.subtract(h, c.theta[t], out=w)                # g = 1[|H - theta| < k/2] / k
+                xp.abs(w, out=w)
+                xp.less(w, half_k[t], out=inside)
+                xp.multiply(u, inv_k[t], out=dh)                 # dH = dS~ g + dV (1 - S)
+                dh *= inside
+                if not last:
+                    xp.subtract(1, s, out=w)
+                    w *= dv
+                    dh += w
+                if t > 0:
+                    xp.multiply(dh, c.lam, out=dv)               # dL/dV[t-1] = lam dH[t]
+                    if need_dlam:                                # dH[t]/dlam = V[t-1]
+                        dlam[i, t] = xp.einsum("i,i->", dh, v_[t - 1, b])
+        return dlam
+
+    dlam = xp.concatenate(_each_block(xp, dx_.shape[1], bptt))   # (blocks, T)
     return dX, xp.asarray(dlam.sum(), dtype=dS.dtype) if need_dlam else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
 from .backend import get_xp
 
 
@@ -50,13 +51,22 @@ def fast_layer_stats(h):
 
 
 def _sum_and_squares(flat, width: int = 1024):
-    """(sum flat, sum flat^2) in float64: einsum over rows of `width` values, the row sums
-    added in float64. Single-threaded on purpose: a threaded BLAS dot waits for its second
-    thread at every call, which on a loaded machine costs a scheduler time slice."""
+    """(sum flat, sum flat^2) in float64: einsum over rows of `width` values (the rows shared
+    between threads), the row sums then added in float64, in the same order whatever the
+    number of threads. No BLAS dot: a threaded BLAS waits for its second thread at every
+    call, which on a loaded machine costs a scheduler time slice."""
     cut = flat.size - flat.size % width
     rows, tail = flat[:cut].reshape(-1, width), flat[cut:].astype(np.float64)   # (R, width)
-    s = np.einsum("ij->i", rows).sum(dtype=np.float64) + tail.sum()
-    ss = np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64) + tail @ tail
+    row_s = np.empty(rows.shape[0], dtype=flat.dtype)                           # (R,)
+    row_ss = np.empty(rows.shape[0], dtype=flat.dtype)                          # (R,)
+
+    def work(lo, hi):
+        np.einsum("ij->i", rows[lo:hi], out=row_s[lo:hi])
+        np.einsum("ij,ij->i", rows[lo:hi], rows[lo:hi], out=row_ss[lo:hi])
+
+    parallel.ranges(work, rows.shape[0], grain=64)
+    s = row_s.sum(dtype=np.float64) + tail.sum()
+    ss = row_ss.sum(dtype=np.float64) + tail @ tail
     return float(s), float(ss)
 
 

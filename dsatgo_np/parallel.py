@@ -1,0 +1,131 @@
+"""Run independent slices of NumPy work on several CPU cores at once.
+
+NumPy releases the GIL inside its loops over arrays, so Python threads that work on separate
+slices of the same arrays really run side by side, one per core. The engine's fast paths are
+already cut into independent pieces (the neuron's blocks of neurons, BatchNorm's and the
+convolution's chunks of samples); ``ranges(work, n)`` splits ``range(n)`` into one contiguous
+run per thread and calls ``work(lo, hi)`` on each run, in parallel, returning their results in
+order. A thread writes only its own slice of every output, so no locks are needed and the
+result is the serial one bit for bit (sums are split at fixed points, see ``split``).
+
+The number of threads is ``DSATGO_THREADS`` if set, else the number of CPUs this process may
+run on; ``set_threads(n)`` changes it (1 = the plain serial loop, no pool at all). On a GPU
+every fast path is a single slice, so nothing here runs.
+
+A matrix product inside a parallel run would use the BLAS's own threads too: two levels of
+threads on two cores, which OpenBLAS serialises behind a lock. ``ranges(..., blas=False)``
+(what the convolution asks for) caps the BLAS at one thread for the duration, through
+threadpoolctl when it is installed.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import numpy as np
+
+_threads = None     # set lazily from the environment
+_pool = None        # ThreadPoolExecutor with _threads - 1 workers (the caller is the last one)
+_blas = None        # threadpoolctl.ThreadpoolController, or False when it is not installed
+
+
+def _default_threads() -> int:
+    env = os.environ.get("DSATGO_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"DSATGO_THREADS={env!r}: set it to a whole number >= 1 "
+                             "(1 runs everything on one core)")
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                      # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads() -> int:
+    """How many threads the fast paths use."""
+    global _threads
+    if _threads is None:
+        _threads = _default_threads()
+    return _threads
+
+
+def set_threads(n: int) -> None:
+    """Use n threads from now on (1: serial). Benchmarks and tests call this."""
+    global _threads, _pool
+    if int(n) != n or n < 1:
+        raise ValueError(f"set_threads needs a whole number >= 1, got {n!r}")
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _threads = int(n)
+
+
+def split(n: int, parts: int, grain: int = 1):
+    """Cut range(n) into at most `parts` contiguous (lo, hi) runs of at least `grain` items,
+    boundaries on multiples of `grain` (so that a block structure inside a run is kept)."""
+    units = -(-n // grain) if n > 0 else 0                  # ceil(n / grain)
+    parts = max(1, min(parts, units))
+    bounds = [min(n, (units * i // parts) * grain) for i in range(parts + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
+def _blas_one_thread():
+    """Context that caps the BLAS at one thread (a no-op without threadpoolctl)."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas = ThreadpoolController()
+        except ImportError:
+            _blas = False
+    return _blas.limit(limits=1, user_api="blas") if _blas else nullcontext()
+
+
+def ranges(work, n: int, grain: int = 1, blas: bool = True, xp=np):
+    """[work(lo, hi) for each run of split(n, threads(), grain)], the runs in parallel.
+
+    The calling thread does the first run itself. An exception in any run is raised here,
+    after every run has finished (no thread is left writing into the caller's arrays).
+    With blas=False the BLAS runs on one thread meanwhile. For arrays of another module than
+    NumPy (CuPy: the GPU is parallel already), one run: [work(0, n)].
+    """
+    if xp is not np:
+        return [work(0, n)]
+    runs = split(n, threads(), grain)
+    if len(runs) <= 1:
+        return [work(lo, hi) for lo, hi in runs]
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=threads() - 1, thread_name_prefix="dsatgo")
+    with nullcontext() if blas else _blas_one_thread():
+        futures = [_pool.submit(work, lo, hi) for lo, hi in runs[1:]]
+        try:
+            first = work(*runs[0])
+        finally:
+            others = []
+            errors = []
+            for f in futures:
+                try:
+                    others.append(f.result())
+                except BaseException as e:          # noqa: BLE001 - re-raised below
+                    errors.append(e)
+        if errors:
+            raise errors[0]
+    return [first] + others
+
+
+def blocks(work, n: int, item_bytes: int, block_bytes: int = 1 << 19, xp=np):
+    """work(lo, hi) on consecutive blocks of range(n), each about block_bytes of items of
+    item_bytes (at least one item), so that a block's operands stay in cache across the
+    several operations of `work`; the blocks are shared between threads. Returns the results
+    in order. On a GPU, one block of everything."""
+    if xp is not np:
+        return [work(0, n)]
+    size = max(1, block_bytes // max(1, item_bytes))
+
+    def run(lo, hi):
+        return [work(i, min(hi, i + size)) for i in range(lo, hi, size)]
+
+    return [r for part in ranges(run, n, grain=size) for r in part]

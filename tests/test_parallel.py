@@ -1,0 +1,140 @@
+"""The thread split of the fast paths (parallel.py): the runs cover the work exactly once, and
+every fast path gives the same numbers with 1 thread as with several.
+
+Element-wise outputs and per-row sums must agree bit for bit whatever the thread count; only
+the convolution's weight gradient, whose per-thread partial sums are added at the end, may
+differ by float32 round-off.
+"""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsatgo_np import conv, layers, neuron, parallel
+from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
+from dsatgo_np.threshold import fast_layer_stats
+
+
+@contextlib.contextmanager
+def threads(n):
+    saved = parallel.threads()
+    parallel.set_threads(n)
+    try:
+        yield
+    finally:
+        parallel.set_threads(saved)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 500), parts=st.integers(1, 8), grain=st.integers(1, 64))
+def test_split_covers_the_range_once_on_grain_boundaries(n, parts, grain):
+    runs = parallel.split(n, parts, grain)
+    assert len(runs) <= parts
+    covered = [i for lo, hi in runs for i in range(lo, hi)]
+    assert covered == list(range(n))                      # contiguous, in order, no overlap
+    for lo, hi in runs:
+        assert lo % grain == 0 and hi > lo
+    if n >= parts * grain:                                 # enough work: every thread gets some
+        assert len(runs) == parts
+
+
+def test_ranges_returns_results_in_order_and_raises_a_workers_error():
+    with threads(3):
+        assert parallel.ranges(lambda lo, hi: (lo, hi), 9) == [(0, 3), (3, 6), (6, 9)]
+
+        def work(lo, hi):
+            if lo > 0:
+                raise RuntimeError(f"run {lo}:{hi} failed")
+            return lo
+
+        with pytest.raises(RuntimeError, match="run 3:6 failed"):
+            parallel.ranges(work, 9)
+
+
+def test_bad_thread_counts_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match="whole number"):
+        parallel.set_threads(0)
+    monkeypatch.setattr(parallel, "_threads", None)
+    monkeypatch.setenv("DSATGO_THREADS", "two")
+    with pytest.raises(ValueError, match="DSATGO_THREADS"):
+        parallel.threads()
+    monkeypatch.setenv("DSATGO_THREADS", "3")
+    assert parallel.threads() == 3
+
+
+def both(fn):
+    """fn() with 1 thread and with 3 threads."""
+    with threads(1):
+        one = fn()
+    with threads(3):
+        three = fn()
+    return one, three
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), B=st.integers(1, 9), N=st.integers(2, 300),
+       method=st.sampled_from(neuron.METHODS), block=st.sampled_from([5, 64]))
+def test_lif_is_the_same_with_any_thread_count(seed, B, N, method, block):
+    saved, neuron.BLOCK = neuron.BLOCK, block              # many blocks for the threads to share
+    try:
+        check_lif_threads(seed, B, N, method)
+    finally:
+        neuron.BLOCK = saved
+
+
+def check_lif_threads(seed, B, N, method):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0.5, 1.0, (3, B, N)).astype(np.float32)
+    dS = rng.normal(size=X.shape).astype(np.float32)
+    lam = np.asarray(0.3, dtype=np.float32)
+
+    def run():
+        rule = make_rule(SpikeConfig(method=method), lam, True, g=np.asarray(1.2, np.float32))
+        S, cache = lif_forward(X, lam, rule)
+        dX, dlam = lif_backward(dS, cache)
+        return S, cache.H, cache.theta, dX, dlam
+
+    for a, b in zip(*both(run)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 40, 40), (7, 1000), (5, 2049)])
+def test_layer_stats_and_batchnorm_are_the_same_with_any_thread_count(shape, monkeypatch):
+    monkeypatch.setattr(layers, "BLOCK_BYTES", 4096)       # many sample blocks
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 2.0, shape).astype(np.float32)
+    dout = rng.normal(size=shape).astype(np.float32)
+    gamma = rng.normal(1.0, 0.1, shape[1]).astype(np.float32)
+    beta = rng.normal(0.0, 0.1, shape[1]).astype(np.float32)
+
+    def run():
+        mu, sigma = fast_layer_stats(x)
+        out, cache, mean, var = layers.batchnorm_forward(x, gamma, beta)
+        dx, grads = layers.batchnorm_backward(dout, cache)
+        return mu, sigma, out, mean, var, dx, grads["weight"], grads["bias"]
+
+    for a, b in zip(*both(run)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("C,F,stride,padding", [(3, 8, 1, 1), (8, 4, 2, 1), (4, 16, 1, 0)])
+def test_conv_and_pooling_are_the_same_with_any_thread_count(C, F, stride, padding, monkeypatch):
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2048)         # several chunks per thread
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(11, C, 12, 12)).astype(np.float32)
+    w = rng.normal(size=(F, C, 3, 3)).astype(np.float32)
+    b = rng.normal(size=F).astype(np.float32)
+
+    def run():
+        out, cache = conv.conv2d_forward(x, w, b, stride, padding)
+        pooled, pcache = conv.avgpool2d_forward(out, 2)
+        dpool = conv.avgpool2d_backward(np.ones_like(pooled), pcache)
+        dx, grads = conv.conv2d_backward(dpool, cache)
+        return out, pooled, dpool, dx, grads["bias"], grads["weight"]
+
+    one, three = both(run)
+    for a, b in zip(one[:-1], three[:-1]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(three[-1], one[-1], rtol=1e-5, atol=1e-4)   # partial sums added

@@ -18,8 +18,10 @@ processes on the machine hits every framework alike. A step is, for dsatgo_np,
     net.zero_grad(); net.backward(d); opt.step()
 
 and for the torch peers zero_grad / forward / cross_entropy / backward / SGD.step; inference
-is the forward in eval mode (torch.inference_mode for the peers). Threads: NumPy's BLAS keeps
-its default (2 here) unless --blas-threads, torch.set_num_threads(--threads).
+is the forward in eval mode (torch.inference_mode for the peers). Threads: --threads for every
+framework (torch.set_num_threads; dsatgo_np.parallel.set_threads, which shares the
+element-wise work and the convolutions' sample chunks); NumPy's BLAS keeps its default (2
+here) unless --blas-threads.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ def make_step(framework: str, method: str, net_key: str, mode: str, threads: int
     x, y = batch(spec)
     if framework == "dsatgo_np":
         import dsatgo_np as dn
+        dn.parallel.set_threads(threads)
         net = build_ours(spec, method)
         opt = dn.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         if mode == "infer":

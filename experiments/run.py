@@ -30,7 +30,7 @@ FMNIST_CNN = dict(dataset="fashion-mnist", model="cnn", channels=[32, 64], T=4, 
                   batch_size=64, lr=0.05, schedule="cosine")
 CIFAR_VGG = dict(dataset="cifar10", model="vgg", vgg_layers=[64, 128, "P", 128, "P"], T=2, epochs=2,
                  batch_size=64, lr=0.05, schedule="cosine", augment=True, weight_decay=1e-4,
-                 label_smoothing=0.1)
+                 label_smoothing=0.1, train_subset=10000)   # shrunk: 10k of the 50k images
 SIDE = dict(MNIST_MLP, epochs=2)          # the side studies (3-6): a shorter budget, 2 seeds
 DEEP = dict(dataset="cifar10", model="sew-resnet", width_mult=0.125, T=2, epochs=1, batch_size=32,
             lr=0.05, schedule="cosine", augment=True, train_subset=10000, diag_every=5)

@@ -18,10 +18,13 @@ Its partials, for dout = dL/dout:
 
 ``conv2d_forward_reference`` / ``conv2d_backward_reference`` write these sums as a loop over
 the KH*KW kernel offsets. ``conv2d_forward`` / ``conv2d_backward`` compute the same numbers
-with im2col: a column matrix ``cols[n] = (C*KH*KW, OH*OW)`` per sample turns the sums into
-GEMMs: ``out[n] = W_mat @ cols[n]`` (already NCHW, no transpose), ``dW_mat += dout[n] @ cols[n]^T``,
-and for dx either col2im (``dcols[n] = W_mat^T @ dout[n]`` added back with one strided add per
-kernel offset) or, at stride 1, the forward conv itself run on dout with the flipped kernel.
+with im2col, a chunk of m samples at a time: a column matrix ``cols = (C*KH*KW, m*OH*OW)``
+turns the sums into one GEMM per chunk: ``out = W_mat @ cols``, ``dW_mat += dout_chunk @
+cols^T`` with dout_chunk (F, m*OH*OW), and for dx col2im: ``dcols = W_mat^T @ dout_chunk``
+added back with one strided add per kernel offset. At stride 1 (all but the downsampling convs
+of the reference networks) the columns run over whole padded rows, which turns the copies and adds into long
+contiguous ones (the "wide rows" section below). The chunks are shared between CPU threads
+(parallel.py).
 """
 from __future__ import annotations
 
@@ -33,9 +36,10 @@ from . import parallel
 from .backend import get_xp
 
 # Columns are built a few samples at a time into one reused buffer of about this size, so that
-# the copy that writes them and the GEMM that reads them meet in the L2 cache instead of RAM
-# (a full [N, C*KH*KW, OH*OW] matrix is 9x the input: 300 MB for a 64-channel 32x32 batch of
-# 128, whose write alone costs more than a third of the GEMM). Measured with bench/bench_conv.py.
+# the copy that writes them and the GEMM that reads them meet in the cache instead of RAM
+# (a full [C*KH*KW, N*OH*OW] matrix is 9x the input: 300 MB for a 64-channel 32x32 batch of
+# 128, whose write alone costs more than a third of the GEMM), while the GEMM of a chunk is
+# still large enough to run near the BLAS's peak. Measured with bench/bench_conv.py.
 CHUNK_BYTES = 1 << 22
 
 
@@ -134,7 +138,7 @@ def conv2d_backward_reference(dout, cache, need_dx=True):
 
 
 # ----------------------------------------------------------------------------------------------
-# Fast path: im2col, a few samples at a time, and batched GEMMs.
+# Fast path, any stride: im2col, a chunk of samples at a time, one GEMM per chunk.
 
 def _chunk_size(xp, n, bytes_per_sample):
     """How many samples of columns to build at once (see CHUNK_BYTES)."""
@@ -196,6 +200,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     L = OH * OW
     w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
     out = xp.empty((N, F, L), dtype=x.dtype)                # (N, F, OH*OW)
+    if stride == 1:
+        _conv_forward_s1(x, weight, bias, padding, out.reshape(N, F, OH, OW))
+        return out.reshape(N, F, OH, OW), ConvCache(x, weight, bias is not None, stride, padding)
     chunk = _chunk_size(xp, N, C * KH * KW * L * x.itemsize)
 
     def work(lo, hi):                                       # samples lo:hi, on one thread
@@ -266,6 +273,10 @@ def conv2d_backward(dout, cache, need_dx=True):
     F, _, KH, KW = weight.shape
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
     _check_dout(dout, (N, F, OH, OW), x.dtype)
+    grads = {"bias": dout.sum(axis=(0, 2, 3))} if has_bias else {}   # (F,)
+    if s == 1:
+        dx, dw_mat = _conv_backward_s1(dout, x, weight, p, need_dx)
+        return dx, {"weight": dw_mat.reshape(F, C, KH, KW), **grads}
     dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
     chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
 
@@ -280,22 +291,117 @@ def conv2d_backward(dout, cache, need_dx=True):
         return dw
 
     dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share, added
-    grads = {"weight": dw_mat.reshape(F, C, KH, KW)}        # (F, C, KH, KW)
-    if has_bias:
-        grads["bias"] = dout.sum(axis=(0, 2, 3))            # (F,)
+    grads = {"weight": dw_mat.reshape(F, C, KH, KW), **grads}  # (F, C, KH, KW)
     if not need_dx:
         return None, grads
-    if s == 1 and KH == KW and p < KH and F <= C:
-        # Stride 1: dL/dx is the "full" correlation of dout with the kernel flipped in (i, j)
-        # and transposed in (F, C), i.e. this module's forward conv with padding KH-1-p. It
-        # copies F*KH*KW rows per sample where col2im adds C*KH*KW, but a copy is about twice
-        # as fast as col2im's strided adds: 20 % faster for F = C (measured), a loss for F >> C.
-        w_flip = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, KH, KW)
-        w_flip = xp.ascontiguousarray(w_flip)
-        dx, _ = conv2d_forward(dout, w_flip, padding=KH - 1 - p)
-    else:
-        dx = _conv_dx_col2im(dout, weight, x.shape, s, p)
-    return dx, grads
+    return _conv_dx_col2im(dout, weight, x.shape, s, p), grads
+
+
+# ----------------------------------------------------------------------------------------------
+# Stride 1: columns over whole padded rows ("wide rows").
+#
+# At stride 1, output pixel (y, x) reads the padded plane at (y + i, x + j) for kernel offset
+# (i, j): flat position (y + i) * Wp + x + j, with Wp = W + 2p. Let x run over all Wp columns
+# of a padded row instead of the OW valid ones, and number the output pixels q = y * Wp + x:
+# then pixel q reads flat position q + i * Wp + j, so the column row of (c, i, j) is one
+# contiguous slice, OH * Wp long, of the flattened plane. im2col becomes a single copy with
+# long inner loops and col2im nine long adds, where the general path above works row by row
+# of OW values (for a 14x14 map its per-row overhead cost more than the GEMM). The KW - 1
+# extra columns per row ("wide" pixels x >= OW) read across the row's edge; they cost
+# Wp / OW more GEMM work (14 % for 14x14, 6 % for 32x32) and are cropped in the forward; in
+# the backward dout is zero there, so they add nothing to dW or dx.
+
+def _wide(flat, shape, strides):
+    """A strided view of a flat buffer: shape and strides in elements (see the section above)."""
+    it = flat.itemsize
+    return get_xp(flat).lib.stride_tricks.as_strided(flat, shape, tuple(st * it for st in strides))
+
+
+def _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH):
+    """cols[(c, i, j), (n, q)] = plane(n, c)[i*Wp + j + q] from flat planes laid out (n, c)."""
+    P, Q = Hp * Wp, OH * Wp
+    c = cols[:C * KH * KW * m * Q].reshape(C, KH, KW, m, Q)
+    get_xp(planes).copyto(c, _wide(planes, (C, KH, KW, m, Q), (P, Wp, 1, C * P, 1)))
+    return c.reshape(C * KH * KW, m * Q)                   # (C*KH*KW, m*OH*Wp)
+
+
+def _conv_forward_s1(x, weight, bias, p, out):
+    """conv2d_forward at stride 1 into out (N, F, OH, OW), one wide GEMM per chunk."""
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    Hp, Wp = H + 2 * p, W + 2 * p
+    OH, OW = Hp - KH + 1, Wp - KW + 1
+    Q = OH * Wp                                             # wide pixels per sample
+    w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
+    chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        g = min(chunk, hi - lo)
+        planes = xp.zeros(g * C * Hp * Wp + KW - 1, dtype=x.dtype)   # zero borders, kept
+        cols = xp.empty(C * KH * KW * g * Q, dtype=x.dtype)
+        res = xp.empty(F * g * Q, dtype=x.dtype)
+        for n0 in range(lo, hi, g):
+            n1 = min(hi, n0 + g)
+            m = n1 - n0
+            planes[:m * C * Hp * Wp].reshape(m, C, Hp, Wp)[:, :, p:p + H, p:p + W] = x[n0:n1]
+            c = _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH)  # (C*KH*KW, m*OH*Wp)
+            o = xp.matmul(w_mat, c, out=res[:F * m * Q].reshape(F, m * Q))
+            o = o.reshape(F, m, OH, Wp)[:, :, :, :OW].transpose(1, 0, 2, 3)  # (m, F, OH, OW)
+            if bias is not None:
+                xp.add(o, bias[:, None, None], out=out[n0:n1])
+            else:
+                xp.copyto(out[n0:n1], o)
+
+    parallel.ranges(work, N, blas=False, xp=xp)
+
+
+def _conv_backward_s1(dout, x, weight, p, need_dx):
+    """(dx or None, dW_mat (F, C*KH*KW)) at stride 1, from wide columns chunk by chunk."""
+    xp = get_xp(dout)
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    Hp, Wp = H + 2 * p, W + 2 * p
+    OH, OW = Hp - KH + 1, Wp - KW + 1
+    P, Q = Hp * Wp, OH * Wp
+    w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
+    chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
+    dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        g = min(chunk, hi - lo)
+        planes = xp.zeros(g * C * P + KW - 1, dtype=x.dtype)   # zero borders, kept
+        cols = xp.empty(C * KH * KW * g * Q, dtype=x.dtype)
+        dwide = xp.zeros(F * g * Q, dtype=dout.dtype)       # wide dout; extra columns stay 0
+        if need_dx:
+            dplanes = xp.empty(g * C * P + KW - 1, dtype=dout.dtype)
+            dcols = xp.empty(C * KH * KW * g * Q, dtype=dout.dtype)
+        dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
+        for n0 in range(lo, hi, g):
+            n1 = min(hi, n0 + g)
+            m = n1 - n0
+            d = dwide[:F * m * Q].reshape(F, m, OH, Wp)
+            if m < g:                                       # a shorter last chunk: new layout
+                d.fill(0)
+            xp.copyto(d[:, :, :, :OW], dout[n0:n1].transpose(1, 0, 2, 3))
+            d = d.reshape(F, m * Q)                         # (F, m*OH*Wp)
+            planes[:m * C * P].reshape(m, C, Hp, Wp)[:, :, p:p + H, p:p + W] = x[n0:n1]
+            c = _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH)  # (C*KH*KW, m*OH*Wp)
+            dw += d @ c.T                                   # dL/dW_mat = sum over pixels
+            if need_dx:
+                # dL/dcols = W_mat^T @ dout, then each column row added back where it was read
+                dc = xp.matmul(w_mat.T, d, out=dcols[:C * KH * KW * m * Q].reshape(-1, m * Q))
+                dc = dc.reshape(C, KH, KW, m, Q)
+                dplanes[:m * C * P + KW - 1].fill(0)
+                for i in range(KH):
+                    for j in range(KW):
+                        view = _wide(dplanes[i * Wp + j:], (C, m, Q), (P, C * P, 1))
+                        view += dc[:, i, j]
+                dx[n0:n1] = dplanes[:m * C * P].reshape(m, C, Hp, Wp)[:, :, p:p + H, p:p + W]
+        return dw
+
+    dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))   # each thread's share, added
+    return dx, dw_mat
 
 
 # ----------------------------------------------------------------------------------------------

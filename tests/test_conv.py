@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dsatgo_np import conv
+from dsatgo_np import conv, parallel
 from dsatgo_np.conv import (avgpool2d_backward, avgpool2d_forward, conv2d_backward,
                             conv2d_backward_reference, conv2d_forward, conv2d_forward_reference,
                             global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
@@ -122,9 +122,9 @@ def test_fast_conv_matches_reference_float64(case):
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
-    ((8, 24, 12, 12), (16, 24, 3, 3), 1, 1),  # stride 1, F <= C: dx by the flipped forward conv
-    ((6, 3, 11, 9), (16, 3, 3, 3), 1, 1),     # F > C: dx by col2im
-    ((5, 8, 11, 10), (6, 8, 3, 2), 2, 1),     # stride 2, non-square kernel: col2im
+    ((8, 24, 12, 12), (16, 24, 3, 3), 1, 1),  # stride 1: the wide-row path
+    ((6, 3, 11, 9), (16, 3, 3, 3), 1, 1),
+    ((5, 8, 11, 10), (6, 8, 3, 2), 2, 1),     # stride 2, non-square kernel: im2col + col2im
     ((4, 8, 9, 9), (4, 8, 5, 5), 1, 2),
 ])
 def test_fast_conv_matches_reference_float32(x_shape, w_shape, stride, padding):
@@ -136,7 +136,7 @@ def test_fast_conv_matches_reference_float32(x_shape, w_shape, stride, padding):
 
 
 @pytest.mark.parametrize("samples_per_chunk", [1, 2, 3])
-@pytest.mark.parametrize("C, F", [(3, 4), (4, 3)])  # dx by col2im, by the flipped forward conv
+@pytest.mark.parametrize("C, F", [(3, 4), (4, 3)])
 def test_chunked_columns_match_reference(monkeypatch, samples_per_chunk, C, F):
     """Several im2col chunks, the last one partial (N = 5), give the same numbers."""
     rng = np.random.default_rng(2)
@@ -144,9 +144,17 @@ def test_chunked_columns_match_reference(monkeypatch, samples_per_chunk, C, F):
     bias = rng.standard_normal(F)
     for stride in (1, 2):
         OH, OW = (6 + 2 - 3) // stride + 1, (7 + 2 - 3) // stride + 1
-        # columns of x (C channels) and of dout (F channels): size chunks by the wider one
-        monkeypatch.setattr(conv, "CHUNK_BYTES", samples_per_chunk * max(C, F) * 9 * OH * OW * 8)
-        assert_parity(x, weight, bias, stride, 1, 3, rtol=1e-12, atol=1e-12)
+        pixels = OH * (7 + 2) if stride == 1 else OH * OW   # stride 1: whole padded rows
+        sample_bytes = C * 9 * pixels * 8                    # columns of one sample
+        monkeypatch.setattr(conv, "CHUNK_BYTES", samples_per_chunk * sample_bytes)
+        assert conv._chunk_size(np, 5, sample_bytes) == samples_per_chunk
+        saved = parallel.threads()
+        for n in (1, 2):                                     # 2 threads: chunks per thread
+            parallel.set_threads(n)
+            try:
+                assert_parity(x, weight, bias, stride, 1, 3, rtol=1e-12, atol=1e-12)
+            finally:
+                parallel.set_threads(saved)
 
 
 def test_need_dx_false_returns_none_and_same_weight_grads():

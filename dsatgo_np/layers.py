@@ -121,28 +121,28 @@ def _rows(a):
     return a.reshape(a.shape[0], a.shape[1], -1)           # (N, C, L)
 
 
-def _channel_sums(a, b=None):
-    """sum of a, or of a * b, per channel of (N, C, L) arrays: (C,) float64.
+def _channel_sums(a, b):
+    """(sum of a, sum of a * b) per channel of (N, C, L) arrays: two (C,) float64 arrays.
 
     einsum reduces each contiguous row of L values in a's dtype; the N row sums are then
     added in float64, so float32 round-off grows with L, not with N * L. For [N, C] (L = 1)
-    einsum adds the N values of a channel in a's dtype.
+    einsum adds the N values of a channel in a's dtype. Both sums are taken a block of
+    samples at a time (one read of a and b from memory), the blocks shared between threads.
     """
     xp = get_xp(a)
     if a.shape[2] == 1:                                    # [N, C]: no rows to reduce first
-        a2 = a[:, :, 0]                                    # (N, C)
-        sums = xp.einsum("nc->c", a2) if b is None else xp.einsum("nc,nc->c", a2, b[:, :, 0])
-        return sums.astype(xp.float64)                     # (C,)
-    rows = xp.empty(a.shape[:2], dtype=a.dtype)            # (N, C) row sums
+        a2, b2 = a[:, :, 0], b[:, :, 0]                    # (N, C) each
+        return (xp.einsum("nc->c", a2).astype(xp.float64),
+                xp.einsum("nc,nc->c", a2, b2).astype(xp.float64))
+    rows = xp.empty((2,) + a.shape[:2], dtype=a.dtype)     # (2, N, C) row sums
 
-    def work(lo, hi):                                      # samples lo:hi, on one thread
-        if b is None:
-            xp.einsum("ncl->nc", a[lo:hi], out=rows[lo:hi])
-        else:
-            xp.einsum("ncl,ncl->nc", a[lo:hi], b[lo:hi], out=rows[lo:hi])
+    def work(lo, hi):                                      # samples lo:hi, while in cache
+        xp.einsum("ncl->nc", a[lo:hi], out=rows[0, lo:hi])
+        xp.einsum("ncl,ncl->nc", a[lo:hi], b[lo:hi], out=rows[1, lo:hi])
 
-    parallel.ranges(work, a.shape[0], xp=xp)
-    return rows.sum(axis=0, dtype=xp.float64)              # (C,)
+    parallel.blocks(work, a.shape[0], a[0].nbytes, BLOCK_BYTES, xp=xp)
+    sums = rows.sum(axis=1, dtype=xp.float64)              # (2, C)
+    return sums[0], sums[1]
 
 
 def _per_value(v, like):
@@ -156,18 +156,19 @@ def _per_value(v, like):
 
 
 def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
-    """batchnorm_forward_reference's contract and numbers (to round-off), in three passes over x.
+    """batchnorm_forward_reference's contract and numbers (to round-off), in two passes over x.
 
     x: [N, C, ...]. Returns (out, BatchNormStats, mean (C,), var (C,)), var biased.
     """
     xp = get_xp(x)
     x3 = _rows(x)                                          # (N, C, L)
     m = x3.shape[0] * x3.shape[2]                          # values per channel
-    mean = _channel_sums(x3) / m                           # (C,) float64
-    var = _channel_sums(x3, x3) / m - mean * mean          # biased, as PyTorch normalises
+    s1, s2 = _channel_sums(x3, x3)                         # sum x, sum x^2: (C,) float64
+    mean = s1 / m
+    var = s2 / m - mean * mean                             # biased, as PyTorch normalises
     if bool((var <= 1e-3 * mean * mean).any()):            # float32 cancellation: two passes
-        var = _channel_sums(x3 - mean[:, None].astype(x.dtype),
-                            x3 - mean[:, None].astype(x.dtype)) / m
+        centred = x3 - mean[:, None].astype(x.dtype)
+        var = _channel_sums(centred, centred)[1] / m
     var = xp.maximum(var, 0.0)
     inv_std = 1.0 / xp.sqrt(var + eps)                     # (C,) float64
     a = _per_value(gamma * inv_std, x3)                   # (C*L,) scale
@@ -186,7 +187,7 @@ def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
 
 
 def batchnorm_backward(dout, cache: BatchNormStats):
-    """batchnorm_backward_reference's contract and numbers (to round-off), in four passes.
+    """batchnorm_backward_reference's contract and numbers (to round-off), in two passes.
 
     dout: [N, C, ...] -> (dx, {"weight": dgamma (C,), "bias": dbeta (C,)}).
     """
@@ -195,8 +196,8 @@ def batchnorm_backward(dout, cache: BatchNormStats):
     d3, x3 = _rows(dout), _rows(c.x)                       # (N, C, L) each
     m = d3.shape[0] * d3.shape[2]
     mean, inv_std = c.mean.astype(xp.float64), c.inv_std.astype(xp.float64)
-    dbeta = _channel_sums(d3)                              # (C,) float64
-    dgamma = inv_std * (_channel_sums(d3, x3) - mean * dbeta)
+    dbeta, dx_sum = _channel_sums(d3, x3)                  # sum dout, sum dout x: (C,) float64
+    dgamma = inv_std * (dx_sum - mean * dbeta)
     a = c.gamma * inv_std                                  # dout/dx at fixed statistics
     k2 = -a * inv_std * dgamma / m                         # through mean(dout xhat)
     k3 = -a * dbeta / m - k2 * mean                        # through mean(dout)

@@ -3,6 +3,9 @@
     PYTHONPATH=. python bench/profile_step.py [--nets mlp,cnn,cifar,sew] [--method ds-atgo]
                                               [--steps 5] [--threads N]
 
+--threads N sets both dsatgo_np's threads (parallel.set_threads) and the BLAS's. To see what
+the allocator tuning buys, run it once more with DSATGO_MALLOC=system in the environment.
+
 Wraps forward and backward of every leaf module with a timer and sums by module kind
 (Linear, Conv2d, BatchNorm, Spiking, pooling, ...), plus the loss, zero_grad and the
 optimiser step; reports the median over --steps steps after one warm-up step.
@@ -83,11 +86,17 @@ def main():
     p.add_argument("--method", default="ds-atgo")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None,
-                   help="BLAS threads (needs threadpoolctl); default: the BLAS default")
+                   help="dsatgo_np's and the BLAS's threads; default: the number of CPUs")
     args = p.parse_args()
     if args.threads:
         from threadpoolctl import threadpool_limits
+
+        import dsatgo_np
         threadpool_limits(args.threads)
+        dsatgo_np.parallel.set_threads(args.threads)
+    import dsatgo_np
+    print(f"threads: {dsatgo_np.parallel.threads()}, malloc tuned: "
+          f"{dsatgo_np.allocator.keep_freed_memory()}")
     for key in args.nets.split(","):
         profile(key, args.method, args.steps)
 

@@ -21,10 +21,10 @@ the KH*KW kernel offsets. ``conv2d_forward`` / ``conv2d_backward`` compute the s
 with im2col, a chunk of m samples at a time: a column matrix ``cols = (C*KH*KW, m*OH*OW)``
 turns the sums into one GEMM per chunk: ``out = W_mat @ cols``, ``dW_mat += dout_chunk @
 cols^T`` with dout_chunk (F, m*OH*OW), and for dx col2im: ``dcols = W_mat^T @ dout_chunk``
-added back with one strided add per kernel offset. At stride 1 (all but the downsampling convs
-of the reference networks) the columns run over whole padded rows, which turns the copies and adds into long
-contiguous ones (the "wide rows" section below). The chunks are shared between CPU threads
-(parallel.py).
+added back with one strided add per kernel offset. At stride 1 (all but the downsampling
+convs of the reference networks) the columns run over whole padded rows, which turns the
+copies and adds into long contiguous ones (the "wide rows" section below). The chunks are
+shared between CPU threads (parallel.py).
 """
 from __future__ import annotations
 
@@ -325,13 +325,18 @@ def _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH):
     return c.reshape(C * KH * KW, m * Q)                   # (C*KH*KW, m*OH*Wp)
 
 
+def _wide_geometry(x, weight, p):
+    """(N, C, H, W, F, KH, KW, Hp, Wp, OH, OW) of a stride-1 conv with padding p."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    Hp, Wp = H + 2 * p, W + 2 * p                           # the padded plane
+    return N, C, H, W, F, KH, KW, Hp, Wp, Hp - KH + 1, Wp - KW + 1
+
+
 def _conv_forward_s1(x, weight, bias, p, out):
     """conv2d_forward at stride 1 into out (N, F, OH, OW), one wide GEMM per chunk."""
     xp = get_xp(x)
-    N, C, H, W = x.shape
-    F, _, KH, KW = weight.shape
-    Hp, Wp = H + 2 * p, W + 2 * p
-    OH, OW = Hp - KH + 1, Wp - KW + 1
+    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x, weight, p)
     Q = OH * Wp                                             # wide pixels per sample
     w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
     chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
@@ -359,11 +364,8 @@ def _conv_forward_s1(x, weight, bias, p, out):
 def _conv_backward_s1(dout, x, weight, p, need_dx):
     """(dx or None, dW_mat (F, C*KH*KW)) at stride 1, from wide columns chunk by chunk."""
     xp = get_xp(dout)
-    N, C, H, W = x.shape
-    F, _, KH, KW = weight.shape
-    Hp, Wp = H + 2 * p, W + 2 * p
-    OH, OW = Hp - KH + 1, Wp - KW + 1
-    P, Q = Hp * Wp, OH * Wp
+    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x, weight, p)
+    P, Q = Hp * Wp, OH * Wp                                 # plane size, wide pixels per sample
     w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
     chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None

@@ -6,6 +6,10 @@ the convolution's weight gradient, whose per-thread partial sums are added at th
 differ by float32 round-off.
 """
 import contextlib
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,3 +142,13 @@ def test_conv_and_pooling_are_the_same_with_any_thread_count(C, F, stride, paddi
     for a, b in zip(one[:-1], three[:-1]):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(three[-1], one[-1], rtol=1e-5, atol=1e-4)   # partial sums added
+
+
+def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off():
+    """DSATGO_MALLOC=system keeps the system's malloc policy (each case in a fresh process)."""
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    code = "import dsatgo_np; print(dsatgo_np.allocator.keep_freed_memory())"
+    for setting, expected in (("system", False), ("", glibc)):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "DSATGO_MALLOC": setting}, check=True)
+        assert out.stdout.strip() == str(expected)

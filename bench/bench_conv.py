@@ -1,10 +1,12 @@
 """Time forward + backward of the fast conv2d (float32) on the shapes of the small SNN CNNs.
 
-    PYTHONPATH=. python bench/bench_conv.py [--repeat 3] [--chunk-bytes 1048576]
+    PYTHONPATH=. python bench/bench_conv.py [--repeat 3] [--chunk-bytes 4194304] [--dx-methods]
 
 FLOPs: forward 2*N*F*C*KH*KW*OH*OW; backward twice that (dW and dx), once when need_dx=False.
 Each time is the best of --repeat runs after one warm-up. When torch is importable, the same
 shapes run through torch.nn.functional.conv2d (forward + autograd backward) for comparison.
+--dx-methods also times the two ways to get dL/dx at stride 1: col2im (conv._conv_dx_col2im,
+the general path) and the forward conv with the flipped kernel (what conv2d_backward uses).
 """
 from __future__ import annotations
 
@@ -67,11 +69,26 @@ def bench_torch(torch, x_shape, w_shape, padding, need_dx, repeat):
     return best_ms(step, repeat)
 
 
+def bench_dx_methods(x_shape, w_shape, padding, repeat):
+    """(col2im ms, flipped-kernel ms) for dL/dx of a stride-1 conv."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(w_shape, dtype=np.float32) * 0.1
+    out, _ = conv.conv2d_forward(rng.standard_normal(x_shape, dtype=np.float32), w, padding=padding)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    KH = w_shape[2]
+    w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    col2im = best_ms(lambda: conv._conv_dx_col2im(dout, w, x_shape, 1, padding), repeat)
+    flipped = best_ms(lambda: conv.conv2d_forward(dout, w_flip, padding=KH - 1 - padding), repeat)
+    return col2im, flipped
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunk-bytes", type=int, default=conv.CHUNK_BYTES,
                         help="size of the im2col buffer (conv.CHUNK_BYTES)")
+    parser.add_argument("--dx-methods", action="store_true",
+                        help="also compare col2im and the flipped-kernel conv for dL/dx")
     args = parser.parse_args()
     conv.CHUNK_BYTES = args.chunk_bytes
     try:
@@ -94,6 +111,13 @@ def main():
         print(line + ("" if need_dx else "   (need_dx=False)"))
         total_ms += fwd + bwd
     print(f"total {total_ms:.1f} ms")
+    if args.dx_methods:
+        print("\ndL/dx at stride 1: col2im against the flipped-kernel forward conv")
+        for x_shape, w_shape, padding, need_dx in SHAPES:
+            if need_dx:
+                col2im, flipped = bench_dx_methods(x_shape, w_shape, padding, args.repeat)
+                print(f"{str(x_shape):>20} {str(w_shape):>18}  col2im {col2im:7.1f} ms  "
+                      f"flipped {flipped:7.1f} ms  ({col2im / flipped:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ the KH*KW kernel offsets. ``conv2d_forward`` / ``conv2d_backward`` compute the s
 with im2col, a chunk of m samples at a time: a column matrix ``cols = (C*KH*KW, m*OH*OW)``
 turns the sums into one GEMM per chunk: ``out = W_mat @ cols``, ``dW_mat += dout_chunk @
 cols^T`` with dout_chunk (F, m*OH*OW), and for dx col2im: ``dcols = W_mat^T @ dout_chunk``
-added back with one strided add per kernel offset. At stride 1 (all but the downsampling
-convs of the reference networks) the columns run over whole padded rows, which turns the
-copies and adds into long contiguous ones (the "wide rows" section below). The chunks are
-shared between CPU threads (parallel.py).
+added back with one strided add per kernel offset, or, at stride 1, the forward conv itself
+run on dout with the flipped kernel. At stride 1 (all but the downsampling convs of the
+reference networks) the columns run over whole padded rows, which turns the copies into long
+contiguous ones (the "wide rows" section below). The chunks are shared between CPU threads
+(parallel.py).
 """
 from __future__ import annotations
 
@@ -275,25 +276,34 @@ def conv2d_backward(dout, cache, need_dx=True):
     _check_dout(dout, (N, F, OH, OW), x.dtype)
     grads = {"bias": dout.sum(axis=(0, 2, 3))} if has_bias else {}   # (F,)
     if s == 1:
-        dx, dw_mat = _conv_backward_s1(dout, x, weight, p, need_dx)
-        return dx, {"weight": dw_mat.reshape(F, C, KH, KW), **grads}
-    dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
-    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
+        dw_mat = _conv_dw_s1(dout, x, weight, p)
+    else:
+        dout_mat = dout.reshape(N, F, OH * OW)              # (N, F, OH*OW)
+        chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
 
-    def work(lo, hi):                                       # samples lo:hi, on one thread
-        dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
-        dbuf = xp.empty(F * min(chunk, hi - lo) * OH * OW, dtype=dout.dtype)
-        for n0, n1, cols in _im2col_chunks(x[lo:hi], KH, KW, s, p, chunk):
-            # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM for the chunk, (F, m*OH*OW) @
-            # (m*OH*OW, C*KH*KW), the sum over its samples and pixels done by the GEMM itself
-            d = _chunk_of_samples(dout_mat, lo + n0, lo + n1, dbuf)   # (F, m*OH*OW)
-            dw += d @ cols.T
-        return dw
+        def work(lo, hi):                                   # samples lo:hi, on one thread
+            dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
+            dbuf = xp.empty(F * min(chunk, hi - lo) * OH * OW, dtype=dout.dtype)
+            for n0, n1, cols in _im2col_chunks(x[lo:hi], KH, KW, s, p, chunk):
+                # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM for the chunk, (F, m*OH*OW)
+                # @ (m*OH*OW, C*KH*KW), the sum over its samples and pixels done by the GEMM
+                d = _chunk_of_samples(dout_mat, lo + n0, lo + n1, dbuf)   # (F, m*OH*OW)
+                dw += d @ cols.T
+            return dw
 
-    dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share, added
+        dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share
     grads = {"weight": dw_mat.reshape(F, C, KH, KW), **grads}  # (F, C, KH, KW)
     if not need_dx:
         return None, grads
+    if s == 1 and KH == KW and p < KH and F <= 2 * C:
+        # Stride 1: dL/dx is the "full" correlation of dout with the kernel flipped in (i, j)
+        # and transposed in (F, C), i.e. this module's forward conv with padding KH-1-p. Its
+        # GEMM has the depth F*KH*KW, where col2im's has only F and then adds C*KH*KW rows
+        # back one kernel offset at a time; but it copies columns of dout's F channels.
+        # `bench/bench_conv.py --dx-methods`: as fast or up to 1.3x faster for F <= 2C,
+        # 4x slower for 3 -> 64 channels.
+        w_flip = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return conv2d_forward(dout, w_flip, padding=KH - 1 - p)[0], grads  # (N, C, H, W)
     return _conv_dx_col2im(dout, weight, x.shape, s, p), grads
 
 
@@ -305,11 +315,11 @@ def conv2d_backward(dout, cache, need_dx=True):
 # of a padded row instead of the OW valid ones, and number the output pixels q = y * Wp + x:
 # then pixel q reads flat position q + i * Wp + j, so the column row of (c, i, j) is one
 # contiguous slice, OH * Wp long, of the flattened plane. im2col becomes a single copy with
-# long inner loops and col2im nine long adds, where the general path above works row by row
-# of OW values (for a 14x14 map its per-row overhead cost more than the GEMM). The KW - 1
-# extra columns per row ("wide" pixels x >= OW) read across the row's edge; they cost
-# Wp / OW more GEMM work (14 % for 14x14, 6 % for 32x32) and are cropped in the forward; in
-# the backward dout is zero there, so they add nothing to dW or dx.
+# long inner loops, where the general path above copies row by row of OW values (for a 14x14
+# map its per-row overhead cost as much as the GEMM). The KW - 1 extra columns per row
+# ("wide" pixels x >= OW) read across the row's edge; they cost Wp / OW more GEMM work (14 %
+# for 14x14, 6 % for 32x32) and are cropped in the forward; for dW, dout is set to zero
+# there, so they add nothing. (dx at stride 1 is a forward conv: see conv2d_backward.)
 
 def _wide(flat, shape, strides):
     """A strided view of a flat buffer: shape and strides in elements (see the section above)."""
@@ -361,23 +371,18 @@ def _conv_forward_s1(x, weight, bias, p, out):
     parallel.ranges(work, N, blas=False, xp=xp)
 
 
-def _conv_backward_s1(dout, x, weight, p, need_dx):
-    """(dx or None, dW_mat (F, C*KH*KW)) at stride 1, from wide columns chunk by chunk."""
+def _conv_dw_s1(dout, x, weight, p):
+    """dW_mat (F, C*KH*KW) at stride 1: one GEMM per chunk of wide columns."""
     xp = get_xp(dout)
     N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x, weight, p)
     P, Q = Hp * Wp, OH * Wp                                 # plane size, wide pixels per sample
-    w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
     chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
-    dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
 
     def work(lo, hi):                                       # samples lo:hi, on one thread
         g = min(chunk, hi - lo)
         planes = xp.zeros(g * C * P + KW - 1, dtype=x.dtype)   # zero borders, kept
         cols = xp.empty(C * KH * KW * g * Q, dtype=x.dtype)
         dwide = xp.zeros(F * g * Q, dtype=dout.dtype)       # wide dout; extra columns stay 0
-        if need_dx:
-            dplanes = xp.empty(g * C * P + KW - 1, dtype=dout.dtype)
-            dcols = xp.empty(C * KH * KW * g * Q, dtype=dout.dtype)
         dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
         for n0 in range(lo, hi, g):
             n1 = min(hi, n0 + g)
@@ -386,24 +391,12 @@ def _conv_backward_s1(dout, x, weight, p, need_dx):
             if m < g:                                       # a shorter last chunk: new layout
                 d.fill(0)
             xp.copyto(d[:, :, :, :OW], dout[n0:n1].transpose(1, 0, 2, 3))
-            d = d.reshape(F, m * Q)                         # (F, m*OH*Wp)
             planes[:m * C * P].reshape(m, C, Hp, Wp)[:, :, p:p + H, p:p + W] = x[n0:n1]
             c = _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH)  # (C*KH*KW, m*OH*Wp)
-            dw += d @ c.T                                   # dL/dW_mat = sum over pixels
-            if need_dx:
-                # dL/dcols = W_mat^T @ dout, then each column row added back where it was read
-                dc = xp.matmul(w_mat.T, d, out=dcols[:C * KH * KW * m * Q].reshape(-1, m * Q))
-                dc = dc.reshape(C, KH, KW, m, Q)
-                dplanes[:m * C * P + KW - 1].fill(0)
-                for i in range(KH):
-                    for j in range(KW):
-                        view = _wide(dplanes[i * Wp + j:], (C, m, Q), (P, C * P, 1))
-                        view += dc[:, i, j]
-                dx[n0:n1] = dplanes[:m * C * P].reshape(m, C, Hp, Wp)[:, :, p:p + H, p:p + W]
+            dw += d.reshape(F, m * Q) @ c.T                 # dL/dW_mat = sum over pixels
         return dw
 
-    dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))   # each thread's share, added
-    return dx, dw_mat
+    return sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share, added
 
 
 # ----------------------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_layer_stats_and_batchnorm_are_the_same_with_any_thread_count(shape, mon
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("C,F,stride,padding", [(3, 8, 1, 1), (8, 4, 2, 1), (4, 16, 1, 0)])
+@pytest.mark.parametrize("C,F,stride,padding", [(3, 8, 1, 1), (8, 4, 2, 1), (4, 16, 1, 0), (8, 8, 1, 1)])
 def test_conv_and_pooling_are_the_same_with_any_thread_count(C, F, stride, padding, monkeypatch):
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2048)         # several chunks per thread
     rng = np.random.default_rng(1)

@@ -39,13 +39,17 @@ def load_runs(root, exp):
 
 
 def pct(values):
-    """'97.83 +- 0.12' over seeds (percent); a single value without the +-."""
-    values = [100 * v for v in values if v is not None]
+    """'97.83 +- 0.12' over seeds (percent); a single value without the +-. A run that has no
+    value (NaN: a run resumed late in its last epoch records no diagnostics for it) is left
+    out, and the cell says over how many runs it is."""
+    n = len(values)
+    values = [100 * v for v in values if v is not None and v == v]
     if not values:
         return "n/a"
+    note = "" if len(values) == n else f" ({len(values)} of {n} runs)"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+        return f"{values[0]:.2f}{note}"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}{note}"
 
 
 METHOD_ORDER = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")

@@ -87,8 +87,10 @@ def finished(path, epochs):
         return False
 
 
-def run(exp: str, smoke: bool = False, root: str = ROOT):
+def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None):
     runs = EXPERIMENTS[exp]
+    if labels:                                  # only these labels, in this order
+        runs = [r for lab in labels for r in runs if r[0] == lab]
     for label, opts, seed in runs:
         if smoke:
             opts = dict(opts, **SMOKE)
@@ -137,15 +139,22 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny settings on the digits set")
     p.add_argument("--root", default=ROOT, help="where the runs go")
     p.add_argument("--list", action="store_true")
+    p.add_argument("--labels", default="",
+                   help="only the runs with these labels, in this order (e.g. ds-atgo,tgo)")
     a = p.parse_args(argv)
     if a.list or not a.experiments:
         for name, runs in EXPERIMENTS.items():
             print(f"{name}: {len(runs)} runs")
         return 0
+    labels = [lab for lab in a.labels.split(",") if lab]
     for exp in a.experiments:
         if exp not in EXPERIMENTS:
             p.error(f"unknown experiment {exp!r}: choose from {', '.join(EXPERIMENTS)}")
-        if run(exp, a.smoke, a.root):
+        known = {r[0] for r in EXPERIMENTS[exp]}
+        if set(labels) - known:
+            p.error(f"{exp} has no run labelled {sorted(set(labels) - known)}: its labels are "
+                    f"{', '.join(sorted(known))}")
+        if run(exp, a.smoke, a.root, labels):
             return 1
     return 0
 

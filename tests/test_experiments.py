@@ -37,3 +37,14 @@ def test_every_experiment_is_well_formed():
         assert runs, name
         for label, opts, seed in runs:
             Config(**opts, seed=seed)                # every option is a known one
+
+
+def test_labels_pick_and_order_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
+    run = load("run")
+    root = str(tmp_path / "runs")
+    assert run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "tgo,at"]) == 0
+    done = sorted(os.listdir(os.path.join(root, "ablation-mnist")))
+    assert done == [f"{m}-s{s}" for m in ("at", "tgo") for s in run.SEEDS]
+    with pytest.raises(SystemExit):                          # an unknown label is refused
+        run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "nope"])

@@ -20,6 +20,7 @@ threadpoolctl when it is installed.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -28,6 +29,7 @@ import numpy as np
 _threads = None     # set lazily from the environment
 _pool = None        # ThreadPoolExecutor with _threads - 1 workers (the caller is the last one)
 _blas = None        # threadpoolctl.ThreadpoolController, or False when it is not installed
+_inside = threading.local()   # .run is True while this thread runs a piece of ranges()
 
 
 def _default_threads() -> int:
@@ -87,22 +89,23 @@ def ranges(work, n: int, grain: int = 1, blas: bool = True, xp=np):
     """[work(lo, hi) for each run of split(n, threads(), grain)], the runs in parallel.
 
     The calling thread does the first run itself. An exception in any run is raised here,
-    after every run has finished (no thread is left writing into the caller's arrays).
+    after every run has finished (no thread is left writing into the caller's arrays). A call
+    made from inside a run runs serially: the outer call already holds the threads.
     With blas=False the BLAS runs on one thread meanwhile. For arrays of another module than
     NumPy (CuPy: the GPU is parallel already), one run: [work(0, n)].
     """
     if xp is not np:
         return [work(0, n)]
     runs = split(n, threads(), grain)
-    if len(runs) <= 1:
-        return [work(lo, hi) for lo, hi in runs]
+    if len(runs) <= 1 or getattr(_inside, "run", False):   # nested: the outer call has the threads
+        return [work(lo, hi) for lo, hi in split(n, 1, grain)]
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=threads() - 1, thread_name_prefix="dsatgo")
     with nullcontext() if blas else _blas_one_thread():
-        futures = [_pool.submit(work, lo, hi) for lo, hi in runs[1:]]
+        futures = [_pool.submit(_run_piece, work, lo, hi) for lo, hi in runs[1:]]
         try:
-            first = work(*runs[0])
+            first = _run_piece(work, *runs[0])
         finally:
             others = []
             errors = []
@@ -114,6 +117,14 @@ def ranges(work, n: int, grain: int = 1, blas: bool = True, xp=np):
         if errors:
             raise errors[0]
     return [first] + others
+
+
+def _run_piece(work, lo, hi):
+    _inside.run = True
+    try:
+        return work(lo, hi)
+    finally:
+        _inside.run = False
 
 
 def blocks(work, n: int, item_bytes: int, block_bytes: int = 1 << 19, xp=np):

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -55,6 +56,18 @@ def test_ranges_returns_results_in_order_and_raises_a_workers_error():
 
         with pytest.raises(RuntimeError, match="run 3:6 failed"):
             parallel.ranges(work, 9)
+
+
+def test_a_nested_call_runs_serially_inside_its_thread():
+    """ranges() inside a piece of ranges() must not wait for the busy pool (a deadlock)."""
+    result = []
+    with threads(2):
+        caller = threading.Thread(target=lambda: result.append(parallel.ranges(
+            lambda lo, hi: parallel.ranges(lambda a, b: (a, b), 4), 2)), daemon=True)
+        caller.start()
+        caller.join(timeout=30)
+    assert not caller.is_alive(), "nested parallel.ranges deadlocked"
+    assert result == [[[(0, 4)], [(0, 4)]]]
 
 
 def test_bad_thread_counts_are_refused(monkeypatch):

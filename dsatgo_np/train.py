@@ -151,24 +151,29 @@ def load_data(cfg: Config):
 
 
 class _StopFlag:
-    """First Ctrl-C: finish the batch, save, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C (or SIGTERM, as a shutdown sends): finish the batch, save, stop.
+    Second one: stop at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
 
     def __enter__(self):
-        self.old = signal.signal(signal.SIGINT, self._handle)
+        self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.set:
             raise KeyboardInterrupt
         self.set = True
-        print("\nCtrl-C: stopping after this batch and saving a checkpoint "
-              "(press again to stop at once)", file=sys.stderr)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after this batch and saving a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.old)
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
 
 
 def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,

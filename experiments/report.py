@@ -147,7 +147,10 @@ def render(template, root, out_md, fig_dir):
         kind, arg = m.groups()
         if kind == "table":
             runs = runs_of(arg)
-            text = fc_table(runs) if arg == "fc" else summary_table(runs)
+            if not runs:
+                text = f"(no finished run yet: `python experiments/run.py {arg}`)"
+            else:
+                text = fc_table(runs) if arg == "fc" else summary_table(runs)
         elif kind == "machine":
             text = machine_line(runs_of(arg))
         elif kind == "layers":

@@ -47,13 +47,14 @@ def _final_state(run):
     return model, optim, meta
 
 
-def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, sig):
     cfg = small(tmp_path, "straight")
     train.fit(cfg, verbose=False)
 
-    def interrupt(epoch, i):                 # a real Ctrl-C in the middle of the first epoch
+    def interrupt(epoch, i):                 # a real Ctrl-C (or a shutdown's SIGTERM) mid-epoch
         if (epoch, i) == (0, 7):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
     cut = small(tmp_path, "cut")
     first = train.fit(cut, on_batch=interrupt, verbose=False)
     assert first["interrupted"] and first["position"]["batch"] == 8

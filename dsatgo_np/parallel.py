@@ -5,17 +5,17 @@ slices of the same arrays really run side by side, one per core. The engine's fa
 already cut into independent pieces (the neuron's blocks of neurons, BatchNorm's and the
 convolution's chunks of samples); ``ranges(work, n)`` splits ``range(n)`` into one contiguous
 run per thread and calls ``work(lo, hi)`` on each run, in parallel, returning their results in
-order. A thread writes only its own slice of every output, so no locks are needed and the
-result is the serial one bit for bit (sums are split at fixed points, see ``split``).
+order. A thread writes only its own slice of every output, so no locks are needed, and
+element-wise results are the serial ones bit for bit; only a sum of per-thread partial results
+(the convolution's weight gradient) can differ from the serial sum by float round-off.
 
 The number of threads is ``DSATGO_THREADS`` if set, else the number of CPUs this process may
 run on; ``set_threads(n)`` changes it (1 = the plain serial loop, no pool at all). On a GPU
 every fast path is a single slice, so nothing here runs.
 
-A matrix product inside a parallel run would use the BLAS's own threads too: two levels of
-threads on two cores, which OpenBLAS serialises behind a lock. ``ranges(..., blas=False)``
-(what the convolution asks for) caps the BLAS at one thread for the duration, through
-threadpoolctl when it is installed.
+A matrix product inside a parallel run would start the BLAS's own threads too: two levels of
+threads competing for the same cores. ``ranges(..., blas=False)`` (what the convolution asks
+for) caps the BLAS at one thread for the duration, through threadpoolctl.
 """
 from __future__ import annotations
 

@@ -99,6 +99,39 @@ def per_layer_table(runs, labels):
     return "\n".join(lines)
 
 
+def potentials_table(runs, labels):
+    """Per layer and label: the potentials' mean and std, the threshold and the window width,
+    each averaged over the time steps of the last epoch's recorded batches (first seed)."""
+    diags = {lab: runs[lab][0][1][-1].get("diagnostics", {}) for lab in labels if lab in runs}
+    if not diags:
+        return "(no runs yet)"
+    head = "| layer | " + " | ".join(f"{lab} mu / sigma / theta / k" for lab in diags) + " |"
+    lines = [head, "|---" * (1 + len(diags)) + "|"]
+    for layer in next(iter(diags.values())):
+        cells = []
+        for d in diags.values():
+            s = d.get(layer, {})
+            vals = [statistics.mean(s[key]) if s.get(key) else float("nan")
+                    for key in ("mean", "std", "theta", "k")]
+            cells.append(" / ".join(f"{v:.2f}" for v in vals))
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def epochs_table(runs):
+    """Test accuracy after every epoch, one column per run."""
+    cols = [(lab, seed, rows) for lab, rs in runs.items() for seed, rows, _ in rs]
+    if not cols:
+        return "(no runs yet)"
+    n = max(len(rows) for _, _, rows in cols)
+    lines = ["| epoch | " + " | ".join(f"{lab} (seed {seed}) test % " for lab, seed, _ in cols) + "|",
+             "|---" * (1 + len(cols)) + "|"]
+    for e in range(n):
+        cells = [f"{100 * rows[e]['test_acc']:.2f}" if e < len(rows) else "" for _, _, rows in cols]
+        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def figure(name, runs, out_dir):
     from dsatgo_np import plots
     os.makedirs(out_dir, exist_ok=True)
@@ -140,7 +173,8 @@ def render(template, root, out_md, fig_dir):
 
     out = []
     for line in open(template):
-        m = re.fullmatch(r"\{\{(table|figure|layers|machine) ([^}]+)\}\}\s*", line)
+        m = re.fullmatch(r"\{\{(table|figure|layers|potentials|epochs|machine) ([^}]+)\}\}\s*",
+                         line)
         if not m:
             out.append(line)
             continue
@@ -156,6 +190,11 @@ def render(template, root, out_md, fig_dir):
         elif kind == "layers":
             exp, labels = arg.split(":")
             text = per_layer_table(runs_of(exp), labels.split(","))
+        elif kind == "potentials":
+            exp, labels = arg.split(":")
+            text = potentials_table(runs_of(exp), labels.split(","))
+        elif kind == "epochs":
+            text = epochs_table(runs_of(arg))
         else:
             exp = arg.split(":")[0]
             path = figure(arg, {exp: runs_of(exp)}, fig_dir)

@@ -183,10 +183,26 @@ class Recorder:
         for name, st in stats.items():
             sums = self._sums.setdefault(name, {key: 0.0 for key in PER_STEP})
             for key in PER_STEP:
-                sums[key] = sums[key] + st["n"] * st[key]
+                sums[key] = sums[key] + st["n"] * np.asarray(st[key], dtype=np.float64)
             self._weights[name] = self._weights.get(name, 0.0) + st["n"]
             self._batches[name] = self._batches.get(name, 0) + 1
         return stats
+
+    def state(self) -> dict:
+        """Everything accumulated so far as plain JSON types (float64 values survive JSON
+        exactly), for a checkpoint; Recorder.from_state(state) continues where this one was."""
+        return {name: dict(sums={k: [float(v) for v in np.atleast_1d(a)] for k, a in sums.items()},
+                           weight=self._weights[name], batches=self._batches[name])
+                for name, sums in self._sums.items()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Recorder":
+        rec = cls()
+        for name, st in state.items():
+            rec._sums[name] = {k: np.asarray(v, dtype=np.float64) for k, v in st["sums"].items()}
+            rec._weights[name] = float(st["weight"])
+            rec._batches[name] = int(st["batches"])
+        return rec
 
     def means(self) -> dict:
         """network_means of the summary so far: {"firing_rate", "grad_share"}, NaN if empty."""

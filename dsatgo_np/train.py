@@ -212,9 +212,12 @@ def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
 
     start = time.time() - pos["elapsed"]
     test_acc = None
+    recorded = pos.pop("recorder", None)          # the interrupted epoch's diagnostics so far
     with _StopFlag() as stop:
         for epoch in range(pos["epoch"], cfg.epochs):
-            rec, fr = diagnostics.Recorder(), float("nan")
+            rec = diagnostics.Recorder.from_state(recorded) if recorded else diagnostics.Recorder()
+            fr = rec.means()["firing_rate"] if recorded else float("nan")
+            recorded = None
             bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (verbose and progress))
             bar.update(pos["batch"])
             for i, (xb, yb) in enumerate(data.batches(xtr, ytr, cfg.batch_size, seed=cfg.seed,
@@ -247,7 +250,8 @@ def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
             bar.close()
             pos["elapsed"] = time.time() - start
             if stop.set:
-                save_checkpoint(last, net, opt, dict(config=dataclasses.asdict(cfg), position=pos))
+                save_checkpoint(last, net, opt, dict(config=dataclasses.asdict(cfg),
+                                                     position=dict(pos, recorder=rec.state())))
                 print(f"stopped; saved {last}. Continue with: python -m dsatgo_np.train "
                       f"--resume {run}", file=sys.stderr)
                 return dict(run=run, interrupted=True, position=pos)

@@ -70,6 +70,8 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, sig
     rows_a = [json.loads(x) for x in open(os.path.join(cfg.out, "metrics.jsonl"))]
     rows_b = [json.loads(x) for x in open(os.path.join(cut.out, "metrics.jsonl"))]
     assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
+    # the interrupted epoch's diagnostics are checkpointed too, not restarted after the resume
+    assert [r["diagnostics"] for r in rows_a] == [r["diagnostics"] for r in rows_b]
 
 
 def test_resume_between_epochs_via_cli(tmp_path):

@@ -237,11 +237,11 @@ def _blocks(xp, n: int):
 
 
 def _each_block(xp, n: int, work):
-    """[work(lo, hi, blocks)] for runs of whole blocks covering range(n), one run per thread."""
+    """[work(blocks)] for runs of whole blocks covering range(n), one run per thread."""
     if n == 0:
-        return [work(0, 0, [])]
-    return parallel.ranges(lambda lo, hi: work(lo, hi, [slice(b.start + lo, b.stop + lo)
-                                                         for b in _blocks(xp, hi - lo)]),
+        return [work([])]
+    return parallel.ranges(lambda lo, hi: work([slice(b.start + lo, b.stop + lo)
+                                                for b in _blocks(xp, hi - lo)]),
                            n, grain=BLOCK, xp=xp)
 
 
@@ -279,7 +279,7 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
     for t in range(T):
         step = rule(H[t], t)                                      # theta[t], k[t]: constants
         steps.append(step)
-        _each_block(xp, h.shape[1], lambda lo, hi, blocks: fire_reset_charge(t, step, blocks))
+        _each_block(xp, h.shape[1], lambda blocks: fire_reset_charge(t, step, blocks))
     theta, k, mu, sigma = _stack_steps(steps, xp, X.dtype)       # each (T,)
     return S, LIFCache(H, S, V, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
 
@@ -302,8 +302,8 @@ def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
     half_k = 0.5 * c.k                                           # (T,) window half-widths
     inv_k = 1 / c.k                                              # (T,) window heights
 
-    def bptt(lo, hi, blocks):
-        """The whole time loop for neurons lo:hi; returns dlam's terms, (blocks, T) float64."""
+    def bptt(blocks):
+        """The whole time loop for these blocks; returns dlam's terms, (blocks, T) float64."""
         n = blocks[0].stop - blocks[0].start if blocks else 0
         dv_buf, u_buf, w_buf = (xp.empty(n, dtype=dS.dtype) for _ in range(3))
         in_buf = xp.empty(n, dtype=bool)

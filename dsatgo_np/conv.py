@@ -188,6 +188,14 @@ def _chunk_of_samples(a, n0, n1, buf):
     return b.reshape(F, m * L)                                        # (F, m*L)
 
 
+def _store(dst, o, bias):
+    """dst = o, plus the bias per channel (axis 1) when there is one."""
+    if bias is None:
+        get_xp(o).copyto(dst, o)
+    else:
+        get_xp(o).add(o, bias.reshape((-1,) + (1,) * (o.ndim - 2)), out=dst)
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution (PyTorch's conv2d) by im2col + GEMM.
 
@@ -212,10 +220,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
             m = n1 - n0
             o = xp.matmul(w_mat, cols, out=res[:F * m * L].reshape(F, m * L))  # (F, m*OH*OW)
             o = o.reshape(F, m, L).transpose(1, 0, 2)       # (m, F, OH*OW), a view
-            if bias is not None:
-                xp.add(o, bias[:, None], out=out[lo + n0:lo + n1])
-            else:
-                xp.copyto(out[lo + n0:lo + n1], o)          # while the chunk is still in cache
+            _store(out[lo + n0:lo + n1], o, bias)           # while the chunk is still in cache
 
     parallel.ranges(work, N, blas=False, xp=xp)
     out = out.reshape(N, F, OH, OW)                         # (N, F, OH, OW)
@@ -260,6 +265,28 @@ def _conv_dx_col2im(dout, weight, x_shape, stride, padding):
     return dx
 
 
+def _conv_dw(dout, x, weight, s, p):
+    """dW_mat (F, C*KH*KW) for any stride: one GEMM per chunk of im2col columns."""
+    xp = get_xp(dout)
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    _, _, OH, OW = dout.shape
+    dout_mat = dout.reshape(N, F, OH * OW)                  # (N, F, OH*OW)
+    chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
+        dbuf = xp.empty(F * min(chunk, hi - lo) * OH * OW, dtype=dout.dtype)
+        for n0, n1, cols in _im2col_chunks(x[lo:hi], KH, KW, s, p, chunk):
+            # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM for the chunk, (F, m*OH*OW) @
+            # (m*OH*OW, C*KH*KW), the sum over its samples and pixels done by the GEMM itself
+            d = _chunk_of_samples(dout_mat, lo + n0, lo + n1, dbuf)   # (F, m*OH*OW)
+            dw += d @ cols.T
+        return dw
+
+    return sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share, added
+
+
 def conv2d_backward(dout, cache, need_dx=True):
     """Gradients of conv2d_forward.
 
@@ -274,25 +301,10 @@ def conv2d_backward(dout, cache, need_dx=True):
     F, _, KH, KW = weight.shape
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
     _check_dout(dout, (N, F, OH, OW), x.dtype)
-    grads = {"bias": dout.sum(axis=(0, 2, 3))} if has_bias else {}   # (F,)
-    if s == 1:
-        dw_mat = _conv_dw_s1(dout, x, weight, p)
-    else:
-        dout_mat = dout.reshape(N, F, OH * OW)              # (N, F, OH*OW)
-        chunk = _chunk_size(xp, N, C * KH * KW * OH * OW * x.itemsize)
-
-        def work(lo, hi):                                   # samples lo:hi, on one thread
-            dw = xp.zeros((F, C * KH * KW), dtype=dout.dtype)   # (F, C*KH*KW)
-            dbuf = xp.empty(F * min(chunk, hi - lo) * OH * OW, dtype=dout.dtype)
-            for n0, n1, cols in _im2col_chunks(x[lo:hi], KH, KW, s, p, chunk):
-                # dL/dW_mat = sum_n dout[n] @ cols[n]^T: one GEMM for the chunk, (F, m*OH*OW)
-                # @ (m*OH*OW, C*KH*KW), the sum over its samples and pixels done by the GEMM
-                d = _chunk_of_samples(dout_mat, lo + n0, lo + n1, dbuf)   # (F, m*OH*OW)
-                dw += d @ cols.T
-            return dw
-
-        dw_mat = sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share
-    grads = {"weight": dw_mat.reshape(F, C, KH, KW), **grads}  # (F, C, KH, KW)
+    dw_mat = _conv_dw_s1(dout, x, weight, p) if s == 1 else _conv_dw(dout, x, weight, s, p)
+    grads = {"weight": dw_mat.reshape(F, C, KH, KW)}        # (F, C, KH, KW)
+    if has_bias:
+        grads["bias"] = dout.sum(axis=(0, 2, 3))            # (F,)
     if not need_dx:
         return None, grads
     if s == 1 and KH == KW and p < KH and F <= 2 * C:
@@ -363,10 +375,7 @@ def _conv_forward_s1(x, weight, bias, p, out):
             c = _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH)  # (C*KH*KW, m*OH*Wp)
             o = xp.matmul(w_mat, c, out=res[:F * m * Q].reshape(F, m * Q))
             o = o.reshape(F, m, OH, Wp)[:, :, :, :OW].transpose(1, 0, 2, 3)  # (m, F, OH, OW)
-            if bias is not None:
-                xp.add(o, bias[:, None, None], out=out[n0:n1])
-            else:
-                xp.copyto(out[n0:n1], o)
+            _store(out[n0:n1], o, bias)
 
     parallel.ranges(work, N, blas=False, xp=xp)
 
@@ -430,11 +439,11 @@ def avgpool2d_forward(x, kernel=2):
     # a few samples at a time, so that the block of out stays in cache through the adds
     out = xp.empty((N, C, H // k, W // k), dtype=x.dtype)  # (N, C, OH, OW)
 
-    def work(lo, hi):
+    def work(lo, hi):                                       # samples lo:hi
         o, xs = out[lo:hi], x[lo:hi]
-        xp.add(xs[:, :, 0::k, 0::k], xs[:, :, 0::k, 1::k] if k > 1 else 0, out=o)
-        for o_ij in range(2, k * k):
-            i, j = divmod(o_ij, k)
+        xp.copyto(o, xs[:, :, 0::k, 0::k])
+        for offset in range(1, k * k):
+            i, j = divmod(offset, k)
             o += xs[:, :, i::k, j::k]
         o *= 1.0 / (k * k)
 

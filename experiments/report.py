@@ -81,9 +81,14 @@ def machine_line(runs):
     return ""
 
 
+def last_diagnostics(runs, labels):
+    """{label: the per-layer diagnostics of its first run's last epoch}, for labels that ran."""
+    return {lab: runs[lab][0][1][-1].get("diagnostics", {}) for lab in labels if lab in runs}
+
+
 def per_layer_table(runs, labels):
     """Per layer: firing rate and gradient share of the last epoch, one column pair per label."""
-    diags = {lab: runs[lab][0][1][-1].get("diagnostics", {}) for lab in labels if lab in runs}
+    diags = last_diagnostics(runs, labels)
     if not diags:
         return "(no runs yet)"
     layers = list(next(iter(diags.values())))
@@ -102,7 +107,7 @@ def per_layer_table(runs, labels):
 def potentials_table(runs, labels):
     """Per layer and label: the potentials' mean and std, the threshold and the window width,
     each averaged over the time steps of the last epoch's recorded batches (first seed)."""
-    diags = {lab: runs[lab][0][1][-1].get("diagnostics", {}) for lab in labels if lab in runs}
+    diags = last_diagnostics(runs, labels)
     if not diags:
         return "(no runs yet)"
     head = "| layer | " + " | ".join(f"{lab} mu / sigma / theta / k" for lab in diags) + " |"
@@ -137,7 +142,7 @@ def figure(name, runs, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.png")
     exp, kind = name.split(":") if ":" in name else (name, "")
-    sums = {lab: rs[0][1][-1].get("diagnostics", {}) for lab, rs in runs.get(exp, {}).items()}
+    sums = last_diagnostics(runs.get(exp, {}), runs.get(exp, {}))
     if not sums:
         return None
     path = os.path.join(out_dir, f"{exp}-{kind}.png")

@@ -8,7 +8,7 @@
 """
 from . import allocator
 from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, layers, losses, model,  # noqa: F401
-               models, neuron, optim, parallel, surrogate, threshold)
+               models, neuron, optim, parallel, pooling, surrogate, threshold)
 from .backend import get_xp, to_numpy  # noqa: F401
 from .neuron import METHODS, SpikeConfig  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""Stateless spatial layers as forward/backward pairs: conv2d, average / max / global pooling.
+"""Convolution as a forward/backward pair: conv2d (pooling lives in pooling.py).
 
 Every function works on merged time-batch arrays ``[N, C, H, W]`` with ``N = T * B``: the
 caller reshapes ``[T, B, C, H, W] -> [T*B, C, H, W]``, so one call handles all T steps.
@@ -86,7 +86,8 @@ def _conv_output_size(x, weight, bias, stride, padding):
     return (H - KH) // stride + 1, (W - KW) // stride + 1
 
 
-def _check_dout(dout, expected_shape, expected_dtype=None):
+def check_dout(dout, expected_shape, expected_dtype=None):
+    """A backward's dout must have the forward output's shape (and dtype); pooling.py uses it too."""
     if tuple(dout.shape) != tuple(expected_shape):
         raise ValueError(f"dout has shape {tuple(dout.shape)}, but the forward output had shape "
                          f"{tuple(expected_shape)}")
@@ -122,7 +123,7 @@ def conv2d_backward_reference(dout, cache, need_dx=True):
     N, C, H, W = x.shape
     F, _, KH, KW = weight.shape
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
-    _check_dout(dout, (N, F, OH, OW), x.dtype)
+    check_dout(dout, (N, F, OH, OW), x.dtype)
     xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))  # (N, C, H+2p, W+2p)
     dxpad = xp.zeros_like(xpad)                         # (N, C, H+2p, W+2p)
     dweight = xp.zeros_like(weight)                     # (F, C, KH, KW)
@@ -300,7 +301,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     N, C, H, W = x.shape
     F, _, KH, KW = weight.shape
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
-    _check_dout(dout, (N, F, OH, OW), x.dtype)
+    check_dout(dout, (N, F, OH, OW), x.dtype)
     dw_mat = _conv_dw_s1(dout, x, weight, p) if s == 1 else _conv_dw(dout, x, weight, s, p)
     grads = {"weight": dw_mat.reshape(F, C, KH, KW)}        # (F, C, KH, KW)
     if has_bias:
@@ -406,134 +407,3 @@ def _conv_dw_s1(dout, x, weight, p):
         return dw
 
     return sum(parallel.ranges(work, N, blas=False, xp=xp))  # each thread's share, added
-
-
-# ----------------------------------------------------------------------------------------------
-# Pooling
-
-def _check_4d(x, name):
-    if x.ndim != 4:
-        raise ValueError(f"{name} expects x of shape [N, C, H, W], got shape {tuple(x.shape)}: "
-                         "merge time and batch first with x.reshape(T * B, C, H, W)")
-
-
-class AvgPoolCache(NamedTuple):
-    x_shape: tuple  # (N, C, H, W)
-    kernel: int
-
-
-def avgpool2d_forward(x, kernel=2):
-    """out[n, c, y, x] = mean of the kernel x kernel block at (k*y, k*x); stride = kernel.
-
-    x: (N, C, H, W) with H and W divisible by kernel. Returns out (N, C, H/k, W/k), cache.
-    """
-    xp = get_xp(x)
-    _check_4d(x, "avgpool2d")
-    N, C, H, W = x.shape
-    k = kernel
-    if H % k or W % k:
-        raise ValueError(f"avgpool2d with kernel {k} needs H and W divisible by {k}, got x "
-                         f"{tuple(x.shape)}: pad or crop the input, or pick a kernel that divides "
-                         "them (e.g. padding=1 on the previous 3x3 conv keeps H and W)")
-    # k*k adds of strided slices: 10x faster in NumPy than .mean over a (N, C, OH, k, OW, k) view;
-    # a few samples at a time, so that the block of out stays in cache through the adds
-    out = xp.empty((N, C, H // k, W // k), dtype=x.dtype)  # (N, C, OH, OW)
-
-    def work(lo, hi):                                       # samples lo:hi
-        o, xs = out[lo:hi], x[lo:hi]
-        xp.copyto(o, xs[:, :, 0::k, 0::k])
-        for offset in range(1, k * k):
-            i, j = divmod(offset, k)
-            o += xs[:, :, i::k, j::k]
-        o *= 1.0 / (k * k)
-
-    parallel.blocks(work, N, out[0].nbytes, xp=xp)
-    return out, AvgPoolCache(tuple(x.shape), k)
-
-
-def avgpool2d_backward(dout, cache):
-    """dL/dx[n, c, k*y + i, k*x + j] = dout[n, c, y, x] / k^2."""
-    xp = get_xp(dout)
-    N, C, H, W = cache.x_shape
-    k = cache.kernel
-    _check_dout(dout, (N, C, H // k, W // k))
-    dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
-
-    def work(lo, hi):                                       # samples lo:hi
-        share = dout[lo:hi] * (1.0 / (k * k))               # (n, C, OH, OW), in cache
-        for i in range(k):
-            for j in range(k):
-                dx[lo:hi, :, i::k, j::k] = share
-
-    parallel.blocks(work, N, dout[0].nbytes, xp=xp)
-    return dx
-
-
-class MaxPoolCache(NamedTuple):
-    x_shape: tuple  # (N, C, H, W)
-    argmax: object  # (N, C, OH, OW) uint8: offset i*kernel + j of each window's maximum
-    kernel: int
-    stride: int
-
-
-def maxpool2d_forward(x, kernel=2, stride=None):
-    """out[n, c, y, x] = max_{i,j < kernel} x[n, c, s*y + i, s*x + j]; stride defaults to kernel.
-
-    Ties go to the first offset in (i, j) order, like PyTorch. Returns out (N, C, OH, OW), cache.
-    """
-    xp = get_xp(x)
-    _check_4d(x, "maxpool2d")
-    k, s = kernel, kernel if stride is None else stride
-    N, C, H, W = x.shape
-    if k > H or k > W or s < 1 or k * k > 256:
-        raise ValueError(f"maxpool2d kernel {k} (stride {s}) does not fit x {tuple(x.shape)}: "
-                         "use 1 <= kernel <= min(H, W), kernel <= 16 and stride >= 1")
-    OH, OW = (H - k) // s + 1, (W - k) // s + 1
-    out = x[:, :, 0:s * OH:s, 0:s * OW:s].copy()            # (N, C, OH, OW), offset (0, 0)
-    argmax = xp.zeros((N, C, OH, OW), dtype=xp.uint8)       # (N, C, OH, OW)
-    for o in range(1, k * k):
-        i, j = divmod(o, k)
-        v = x[:, :, i:i + s * OH:s, j:j + s * OW:s]         # (N, C, OH, OW)
-        bigger = v > out                                    # strict: a tie keeps the earlier offset
-        # argmax = o where bigger (argmax < o so far); 15x faster than where/copyto in NumPy
-        argmax += bigger * (o - argmax)
-        xp.maximum(out, v, out=out)
-    return out, MaxPoolCache(tuple(x.shape), argmax, k, s)
-
-
-def maxpool2d_backward(dout, cache):
-    """dL/dx at each window's argmax position += dout; zero elsewhere."""
-    xp = get_xp(dout)
-    N, C, H, W = cache.x_shape
-    k, s = cache.kernel, cache.stride
-    OH, OW = cache.argmax.shape[2:]
-    _check_dout(dout, (N, C, OH, OW))
-    dx = xp.zeros(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
-    for o in range(k * k):
-        i, j = divmod(o, k)
-        # += rather than =: overlapping windows (stride < kernel) can share a maximum
-        dx[:, :, i:i + s * OH:s, j:j + s * OW:s] += dout * (cache.argmax == o)
-    return dx
-
-
-class GlobalAvgPoolCache(NamedTuple):
-    x_shape: tuple  # (N, C, H, W)
-
-
-def global_avgpool_forward(x):
-    """out[n, c] = mean_{y, x} x[n, c, y, x]. Returns out (N, C), cache."""
-    xp = get_xp(x)
-    _check_4d(x, "global_avgpool")
-    N, C, H, W = x.shape
-    out = xp.mean(x.reshape(N, C, H * W), axis=2)           # (N, C)
-    return out, GlobalAvgPoolCache(tuple(x.shape))
-
-
-def global_avgpool_backward(dout, cache):
-    """dL/dx[n, c, y, x] = dout[n, c] / (H * W)."""
-    xp = get_xp(dout)
-    N, C, H, W = cache.x_shape
-    _check_dout(dout, (N, C))
-    dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
-    xp.multiply(dout[:, :, None, None], 1.0 / (H * W), out=dx)
-    return dx

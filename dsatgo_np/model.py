@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conv, layers
+from . import conv, layers, pooling
 from .backend import get_backend, get_xp, to_device, to_numpy
 from .neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_rule
 
@@ -372,11 +372,11 @@ class AvgPool2d(Module):
 
     def forward(self, x):
         T, B = x.shape[:2]
-        out, self.cache = conv.avgpool2d_forward(_fold(x), self.kernel)
+        out, self.cache = pooling.avgpool2d_forward(_fold(x), self.kernel)
         return out.reshape((T, B) + out.shape[1:])
 
     def backward(self, dout, need_dx: bool = True):
-        dx = conv.avgpool2d_backward(_fold(dout), self.cache)
+        dx = pooling.avgpool2d_backward(_fold(dout), self.cache)
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -387,11 +387,11 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         T, B = x.shape[:2]
-        out, self.cache = conv.maxpool2d_forward(_fold(x), self.kernel, self.stride)
+        out, self.cache = pooling.maxpool2d_forward(_fold(x), self.kernel, self.stride)
         return out.reshape((T, B) + out.shape[1:])
 
     def backward(self, dout, need_dx: bool = True):
-        dx = conv.maxpool2d_backward(_fold(dout), self.cache)
+        dx = pooling.maxpool2d_backward(_fold(dout), self.cache)
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -400,11 +400,11 @@ class GlobalAvgPool(Module):
 
     def forward(self, x):
         T, B = x.shape[:2]
-        out, self.cache = conv.global_avgpool_forward(_fold(x))
+        out, self.cache = pooling.global_avgpool_forward(_fold(x))
         return out.reshape(T, B, -1)
 
     def backward(self, dout, need_dx: bool = True):
-        dx = conv.global_avgpool_backward(_fold(dout), self.cache)
+        dx = pooling.global_avgpool_backward(_fold(dout), self.cache)
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from dsatgo_np import conv, parallel
-from dsatgo_np.conv import (avgpool2d_backward, avgpool2d_forward, conv2d_backward,
-                            conv2d_backward_reference, conv2d_forward, conv2d_forward_reference,
-                            global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
-                            maxpool2d_forward)
+from dsatgo_np.conv import (conv2d_backward, conv2d_backward_reference, conv2d_forward,
+                            conv2d_forward_reference)
+from dsatgo_np.pooling import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
+                               global_avgpool_forward, maxpool2d_backward, maxpool2d_forward)
 from dsatgo_np.gradcheck import GradientCheckError, check_backward
 
 FAST = settings(max_examples=25, deadline=None)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsatgo_np import conv, layers, neuron, parallel
+from dsatgo_np import conv, layers, neuron, parallel, pooling
 from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
 from dsatgo_np.threshold import fast_layer_stats
 
@@ -146,8 +146,8 @@ def test_conv_and_pooling_are_the_same_with_any_thread_count(C, F, stride, paddi
 
     def run():
         out, cache = conv.conv2d_forward(x, w, b, stride, padding)
-        pooled, pcache = conv.avgpool2d_forward(out, 2)
-        dpool = conv.avgpool2d_backward(np.ones_like(pooled), pcache)
+        pooled, pcache = pooling.avgpool2d_forward(out, 2)
+        dpool = pooling.avgpool2d_backward(np.ones_like(pooled), pcache)
         dx, grads = conv.conv2d_backward(dpool, cache)
         return out, pooled, dpool, dx, grads["bias"], grads["weight"]
 

@@ -43,5 +43,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):       # musl and others have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+    _applied = (bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES))
+                and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)))
     return _applied

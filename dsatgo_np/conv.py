@@ -87,7 +87,7 @@ def _conv_output_size(x, weight, bias, stride, padding):
 
 
 def check_dout(dout, expected_shape, expected_dtype=None):
-    """A backward's dout must have the forward output's shape (and dtype); pooling.py uses it too."""
+    """dout must have the forward output's shape (and dtype); pooling.py uses this too."""
     if tuple(dout.shape) != tuple(expected_shape):
         raise ValueError(f"dout has shape {tuple(dout.shape)}, but the forward output had shape "
                          f"{tuple(expected_shape)}")

@@ -29,8 +29,8 @@ import numpy as np
 from . import parallel
 from .backend import get_xp
 from .surrogate import dynamic_width, heaviside, mpd_agl_width, primitive, window
-from .threshold import (adaptive_threshold, estimated_threshold, fast_layer_stats,
-                        threshold_vjp)
+from .threshold import (ROW, adaptive_threshold, estimated_threshold, fast_layer_stats,
+                        row_sums, stats_from_row_sums, threshold_vjp)
 
 METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
 WIDTHS = ("threshold", "std")
@@ -101,6 +101,9 @@ class Step(NamedTuple):
 def make_rule(cfg: SpikeConfig, lam, training: bool, running=None, g=None) -> Callable:
     """The per-step threshold rule of cfg.method: rule(h, t) -> Step(theta, k, mu, sigma).
 
+    rule.measures says whether it uses the statistics of h; a caller that has them already,
+    as threshold.fast_layer_stats(h) would return them, passes them as rule(h, t, stats).
+
     lam:     decay (0-d array), for the estimated threshold and MPD-AGL's width
     running: (T,) running thresholds, used by AT methods in eval mode when cfg.running
     g:       mean scale of the preceding BatchNorm (MPD-AGL only)
@@ -111,11 +114,15 @@ def make_rule(cfg: SpikeConfig, lam, training: bool, running=None, g=None) -> Ca
     if use_running and running is None:
         raise ValueError("eval mode with running thresholds needs the running array")
 
-    def rule(h, t: int) -> Step:
+    measure = cfg.dynamic or (cfg.adaptive and cfg.threshold == "measured" and not use_running)
+
+    def rule(h, t: int, stats=None) -> Step:
         xp = get_xp(h)
         nan = xp.asarray(float("nan"), dtype=h.dtype)
-        measure = cfg.dynamic or (cfg.adaptive and cfg.threshold == "measured" and not use_running)
-        mu, sigma = fast_layer_stats(h) if measure else (nan, nan)
+        if not measure:
+            mu, sigma = nan, nan
+        else:
+            mu, sigma = fast_layer_stats(h) if stats is None else stats
         fixed = xp.asarray(cfg.v_th, dtype=h.dtype)
         if not cfg.adaptive:
             theta = fixed
@@ -137,6 +144,7 @@ def make_rule(cfg: SpikeConfig, lam, training: bool, running=None, g=None) -> Ca
             k = xp.asarray(cfg.k0, dtype=h.dtype)
         return Step(theta, k, mu, sigma)
 
+    rule.measures = measure          # lif_forward then passes the stats of H[t] it took itself
     return rule
 
 
@@ -144,13 +152,12 @@ def replay_rule(theta, k) -> Callable:
     """A rule that returns recorded thresholds and widths: holds them fixed for gradient checks."""
     xp = get_xp(theta)
     nan = xp.asarray(float("nan"), dtype=theta.dtype)
-    return lambda h, t: Step(theta[t], k[t], nan, nan)
+    return lambda h, t, stats=None: Step(theta[t], k[t], nan, nan)
 
 
 class LIFCache(NamedTuple):
     H: object      # (T, B, ...) potential after charging
     S: object      # (T, B, ...) spikes (smooth spikes in smooth mode)
-    V: object      # (T, B, ...) potential after reset
     lam: object    # () decay
     theta: object  # (T,) thresholds used
     k: object      # (T,) surrogate widths
@@ -159,6 +166,12 @@ class LIFCache(NamedTuple):
     f_c: float
     detach_reset: bool
     threshold_grad: bool
+
+    @property
+    def V(self):
+        """(T, B, ...) potential after reset, V = H (1 - S): not stored, since the backward
+        needs it only for a trained decay and recomputes it (the same bits) block by block."""
+        return self.H * (1 - self.S)
 
 
 def lif_step_forward(x, v_prev, lam, rule: Callable, t: int, smooth: bool = False):
@@ -181,15 +194,14 @@ def lif_forward_reference(X, lam, rule: Callable, smooth: bool = False, detach_r
     """The plain loop over lif_step_forward; lif_forward computes the same numbers faster."""
     xp = get_xp(X)
     lam = xp.asarray(lam, dtype=X.dtype)
-    H, S, V = xp.empty_like(X), xp.empty_like(X), xp.empty_like(X)
+    H, S = xp.empty_like(X), xp.empty_like(X)
     steps = []
     v = xp.zeros_like(X[0])
     for t in range(X.shape[0]):
         S[t], v, H[t], step = lif_step_forward(X[t], v, lam, rule, t, smooth)
-        V[t] = v
         steps.append(step)
     theta, k, mu, sigma = _stack_steps(steps, xp, X.dtype)      # each (T,)
-    return S, LIFCache(H, S, V, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
+    return S, LIFCache(H, S, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
 
 
 def lif_backward_reference(dS, cache: LIFCache, need_dlam: bool = True):
@@ -199,6 +211,7 @@ def lif_backward_reference(dS, cache: LIFCache, need_dlam: bool = True):
     T = dS.shape[0]
     dX = xp.empty_like(dS)
     dlam = xp.zeros((), dtype=dS.dtype)
+    V = c.V                                  # (T, B, ...) potential after reset
     dv = xp.zeros_like(dS[0])                # dL/dV[t], from step t+1 (zero after the last)
     for t in reversed(range(T)):
         h, s = c.H[t], c.S[t]
@@ -210,7 +223,7 @@ def lif_backward_reference(dS, cache: LIFCache, need_dlam: bool = True):
             dh = dh + threshold_vjp(dtheta, h, c.mu[t], c.sigma[t], c.f_c)
         dX[t] = dh                                              # dH[t]/dX[t] = 1
         if t > 0:
-            dlam = dlam + xp.sum(dh * c.V[t - 1])               # dH[t]/dlam = V[t-1]
+            dlam = dlam + xp.sum(dh * V[t - 1])               # dH[t]/dlam = V[t-1]
             dv = c.lam * dh                                     # dH[t]/dV[t-1] = lam
     return dX, dlam if need_dlam else None
 
@@ -250,19 +263,34 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
     """Run the neuron over time. X: [T, B, ...] input currents -> (S [T, B, ...], cache).
 
     Same result as lif_forward_reference. The rule sees the whole H[t] (its statistics span
-    the layer); then, block by block, fire and reset step t and charge step t + 1.
+    the layer); then, block by block, fire and reset step t and charge step t + 1. A rule that
+    measures H (rule.measures) gets its statistics from row sums taken in that same pass,
+    while each block of H[t + 1] is still in cache: threshold.fast_layer_stats's numbers,
+    without a read of its own (for blocks that hold whole rows of threshold.ROW values).
     """
     xp = get_xp(X)
     lam = xp.asarray(lam, dtype=X.dtype)
     T = X.shape[0]
-    H, S, V = (xp.empty(X.shape, dtype=X.dtype) for _ in range(3))
-    x, h, s, v = (a.reshape(T, -1) for a in (X, H, S, V))         # (T, M): one row per step
-    xp.copyto(h[0], x[0])                                         # H[0] = X[0]: V[-1] = 0
-    steps = []
+    H, S = (xp.empty(X.shape, dtype=X.dtype) for _ in range(2))
+    x, h, s = (a.reshape(T, -1) for a in (X, H, S))              # (T, M): one row per step
+    fused = getattr(rule, "measures", False) and xp is np and BLOCK % ROW == 0
+    if fused:                                                     # row sums of H[t], (T, rows)
+        rs, rss = (np.empty((T, h.shape[1] // ROW), dtype=X.dtype) for _ in range(2))
+
+    def charge_sums(t, b):                                        # row sums of block b of H[t]
+        if fused:
+            r = slice(b.start // ROW, b.start // ROW + (b.stop - b.start) // ROW)
+            row_sums(h[t, b], rs[t, r], rss[t, r])
+
+    def first_charge(blocks):                                     # H[0] = X[0]: V[-1] = 0
+        for b in blocks:
+            xp.copyto(h[0, b], x[0, b])
+            charge_sums(0, b)
 
     def fire_reset_charge(t, step, blocks):
+        vb_buf = xp.empty(BLOCK if xp is np else h.shape[1], dtype=X.dtype)
         for b in blocks:
-            hb, sb, vb = h[t, b], s[t, b], v[t, b]
+            hb, sb, vb = h[t, b], s[t, b], vb_buf[:b.stop - b.start]
             if smooth:                                            # S = clip((H - theta)/k + 1/2, 0, 1)
                 xp.subtract(hb, step.theta, out=sb)
                 sb /= step.k
@@ -270,24 +298,28 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
                 xp.clip(sb, 0.0, 1.0, out=sb)
             else:                                                 # S = Heaviside(H - theta)
                 xp.greater_equal(hb, step.theta, out=sb)
-            xp.subtract(1, sb, out=vb)                            # V = H (1 - S)
-            vb *= hb
-            if t + 1 < T:                                         # H[t+1] = lam V[t] + X[t+1]
-                xp.multiply(vb, lam, out=h[t + 1, b])
+            if t + 1 < T:                                         # V = H (1 - S), in cache only
+                xp.subtract(1, sb, out=vb)
+                vb *= hb
+                xp.multiply(vb, lam, out=h[t + 1, b])             # H[t+1] = lam V[t] + X[t+1]
                 h[t + 1, b] += x[t + 1, b]
+                charge_sums(t + 1, b)
 
+    steps = []
+    _each_block(xp, h.shape[1], first_charge)
     for t in range(T):
-        step = rule(H[t], t)                                      # theta[t], k[t]: constants
-        steps.append(step)
+        stats = stats_from_row_sums(h[t], rs[t], rss[t]) if fused and h.shape[1] > 1 else None
+        step = rule(H[t], t, stats)
+        steps.append(step)                                        # theta[t], k[t]: constants
         _each_block(xp, h.shape[1], lambda blocks: fire_reset_charge(t, step, blocks))
     theta, k, mu, sigma = _stack_steps(steps, xp, X.dtype)       # each (T,)
-    return S, LIFCache(H, S, V, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
+    return S, LIFCache(H, S, lam, theta, k, mu, sigma, f_c, detach_reset, threshold_grad)
 
 
 def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
     """BPTT through lif_forward. dS: [T, B, ...] -> (dX [T, B, ...], dlam 0-d array).
 
-    dlam is None when need_dlam is False (a fixed decay: skips a read of V). Same result as
+    dlam is None when need_dlam is False (a fixed decay: skips recomputing V). Same result as
     lif_backward_reference, one block of neurons at a time over all T steps. With
     threshold_grad, dtheta[t] sums over every neuron of step t before step t - 1 can start,
     so that extension runs the reference loop.
@@ -298,7 +330,7 @@ def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
     xp = get_xp(dS)
     T = dS.shape[0]
     dX = xp.empty(dS.shape, dtype=dS.dtype)
-    ds_, h_, s_, v_, dx_ = (xp.reshape(a, (T, -1)) for a in (dS, c.H, c.S, c.V, dX))  # (T, M)
+    ds_, h_, s_, dx_ = (xp.reshape(a, (T, -1)) for a in (dS, c.H, c.S, dX))  # (T, M)
     half_k = 0.5 * c.k                                           # (T,) window half-widths
     inv_k = 1 / c.k                                              # (T,) window heights
 
@@ -329,7 +361,9 @@ def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
                 if t > 0:
                     xp.multiply(dh, c.lam, out=dv)               # dL/dV[t-1] = lam dH[t]
                     if need_dlam:                                # dH[t]/dlam = V[t-1]
-                        dlam[i, t] = xp.einsum("i,i->", dh, v_[t - 1, b])
+                        xp.subtract(1, s_[t - 1, b], out=w)          # = H[t-1] (1 - S[t-1])
+                        w *= h_[t - 1, b]
+                        dlam[i, t] = xp.einsum("i,i->", dh, w)
         return dlam
 
     dlam = xp.concatenate(_each_block(xp, dx_.shape[1], bptt))   # (blocks, T)

@@ -31,44 +31,55 @@ def layer_stats(h):
     return mu, sigma
 
 
-def fast_layer_stats(h):
-    """threshold.layer_stats(h) in two reads of h instead of np.std's five passes.
+ROW = 1024     # values per row sum of the fast statistics (see row_sums)
 
-    sigma^2 = (sum h^2 - n mu^2) / (n - 1) from the sums of _sum_and_squares. That form loses
-    digits when |mu| >> sigma (float32 cancellation): then, and on a GPU (one kernel either
-    way), layer_stats decides.
+
+def fast_layer_stats(h):
+    """threshold.layer_stats(h) in one read of h instead of np.std's five passes.
+
+    The row sums of row_sums, taken a block of rows at a time (the blocks shared between
+    threads), then stats_from_row_sums. The neuron's fast loop calls the same two functions
+    while it writes H[t], so that its statistics cost no read of their own and are these bits.
     """
     xp = get_xp(h)
-    n = h.size
-    if xp is not np or n < 2:
+    if xp is not np or h.size < 2:
         return layer_stats(h)
-    s, ss = _sum_and_squares(h.reshape(-1))
-    mu = s / n
-    var = (ss - n * mu * mu) / (n - 1)                            # ddof = 1, like torch.std
-    if not var > 1e-4 * mu * mu:                                  # cancellation, or NaN
-        return layer_stats(h)
-    return np.asarray(mu, dtype=h.dtype), np.asarray(np.sqrt(var), dtype=h.dtype)
+    flat = h.reshape(-1)
+    s, ss = (np.empty(flat.size // ROW, dtype=flat.dtype) for _ in range(2))   # (rows,) each
+
+    def work(lo, hi):                                  # rows lo:hi, both sums while in cache
+        row_sums(flat[lo * ROW:hi * ROW], s[lo:hi], ss[lo:hi])
+
+    parallel.blocks(work, s.size, flat.itemsize * ROW, 64 * flat.itemsize * ROW)
+    return stats_from_row_sums(flat, s, ss)
 
 
-def _sum_and_squares(flat, width: int = 1024):
-    """(sum flat, sum flat^2) in float64: einsum over rows of `width` values (the rows shared
-    between threads), the row sums then added in float64, in the same order whatever the
-    number of threads. No BLAS dot: a threaded BLAS waits for its second thread at every
-    call, which on a loaded machine costs a scheduler time slice."""
-    cut = flat.size - flat.size % width
-    rows, tail = flat[:cut].reshape(-1, width), flat[cut:].astype(np.float64)   # (R, width)
-    row_s = np.empty(rows.shape[0], dtype=flat.dtype)                           # (R,)
-    row_ss = np.empty(rows.shape[0], dtype=flat.dtype)                          # (R,)
+def row_sums(flat, s, ss):
+    """s[r] = sum, ss[r] = sum of squares of the r-th whole row of ROW values of flat, in its
+    dtype (einsum, no BLAS: a threaded BLAS waits for its second thread at every call, which
+    on a loaded machine costs a scheduler time slice). A partial last row is left to
+    stats_from_row_sums."""
+    rows = flat[:flat.size - flat.size % ROW].reshape(-1, ROW)     # (R, ROW)
+    np.einsum("ij->i", rows, out=s)
+    np.einsum("ij,ij->i", rows, rows, out=ss)
 
-    def work(lo, hi):                 # 64 rows at a time, both sums while they are in cache
-        r, a, b = rows[lo:hi], row_s[lo:hi], row_ss[lo:hi]
-        np.einsum("ij->i", r, out=a)
-        np.einsum("ij,ij->i", r, r, out=b)
 
-    parallel.blocks(work, rows.shape[0], flat.itemsize * width, 64 * flat.itemsize * width)
-    s = row_s.sum(dtype=np.float64) + tail.sum()
-    ss = row_ss.sum(dtype=np.float64) + tail @ tail
-    return float(s), float(ss)
+def stats_from_row_sums(flat, s, ss):
+    """(mu, sigma) of flat, 0-d arrays in its dtype, from its row sums (row_sums) and its
+    partial last row, all added in float64 in one fixed order, whatever the number of threads.
+
+    sigma^2 = (sum h^2 - n mu^2) / (n - 1), ddof = 1 like torch.std. That form loses digits
+    when |mu| >> sigma (float32 cancellation): then layer_stats decides.
+    """
+    n = flat.size
+    tail = flat[s.size * ROW:].astype(np.float64)                   # the partial last row
+    total = float(s.sum(dtype=np.float64) + tail.sum())
+    squares = float(ss.sum(dtype=np.float64) + tail @ tail)
+    mu = total / n
+    var = (squares - n * mu * mu) / (n - 1)
+    if not var > 1e-4 * mu * mu:                                    # cancellation, or NaN
+        return layer_stats(flat)
+    return np.asarray(mu, dtype=flat.dtype), np.asarray(np.sqrt(var), dtype=flat.dtype)
 
 
 def adaptive_threshold(mu, sigma, f_c: float = 1.0):

@@ -20,7 +20,7 @@ def make_cache(H, theta, k):
     T = H.shape[0]
     S = (H >= theta.reshape((T,) + (1,) * (H.ndim - 1))).astype(np.float32)
     nan = np.full(T, np.nan, dtype=np.float32)
-    return LIFCache(H, S, H * (1 - S), np.float32(0.2), theta, k, nan, nan, 1.0, False, False)
+    return LIFCache(H, S, np.float32(0.2), theta, k, nan, nan, 1.0, False, False)
 
 
 # H: (T=2, B=2, N=3)

@@ -91,6 +91,30 @@ def test_lif_fast_on_image_shapes_and_a_static_input():
     np.testing.assert_array_equal(lif_backward(dS, c2)[0], lif_backward_reference(dS, c1)[0])
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("block,M", [(2048, 5 * 1024 + 300), (2048, 2048), (1 << 16, 3000)])
+def test_lif_statistics_taken_while_charging(method, block, M, monkeypatch):
+    """Blocks of whole rows: the fast forward takes H[t]'s statistics from row sums in its own
+    pass (never calling fast_layer_stats) and gets fast_layer_stats's bits; M > threshold.ROW
+    so that there are whole rows, several blocks and a partial last row."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(0.6, 1.3, (3, 2, M // 2 + 1)).astype(np.float32)
+    lam = np.asarray(0.3, dtype=np.float32)
+    rule = make_rule(SpikeConfig(method=method), lam, True, g=np.asarray(1.2, np.float32))
+    S1, c1 = lif_forward_reference(X, lam, rule)
+
+    def no_second_read(h):
+        raise AssertionError("lif_forward read H[t] again for its statistics")
+
+    monkeypatch.setattr(neuron, "fast_layer_stats", no_second_read)
+    with lif_block(block):
+        S2, c2 = lif_forward(X, lam, rule)
+    for a, b in [(S1, S2), (c1.H, c2.H), (c1.theta, c2.theta), (c1.k, c2.k), (c1.mu, c2.mu),
+                 (c1.sigma, c2.sigma)]:
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(c2.mu).all() == (not rule.measures)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(2,), (3, 5), (4, 3, 7, 9), (2, 1000, 3)])
 def test_fast_layer_stats_matches_numpy(dtype, shape):

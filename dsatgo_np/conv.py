@@ -292,8 +292,8 @@ def _sum_transposed(parts):
     """dW_mat (F, C*KH*KW) from the threads' shares of dW_mat^T.
 
     The weight gradient is computed transposed, as cols @ dout^T, because OpenBLAS runs that
-    GEMM 15-35 % faster than dout @ cols^T, whose output has only F rows
-    (`PYTHONPATH=. python bench/bench_conv.py`; session 3)."""
+    GEMM 20-35 % faster than dout @ cols^T, whose output has only F rows
+    (`PYTHONPATH=. python bench/gemm_layouts.py`)."""
     return get_xp(parts[0]).ascontiguousarray(sum(parts).T)
 
 

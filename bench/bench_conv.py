@@ -5,8 +5,9 @@
 FLOPs: forward 2*N*F*C*KH*KW*OH*OW; backward twice that (dW and dx), once when need_dx=False.
 Each time is the best of --repeat runs after one warm-up. When torch is importable, the same
 shapes run through torch.nn.functional.conv2d (forward + autograd backward) for comparison.
---dx-methods also times the two ways to get dL/dx at stride 1: col2im (conv._conv_dx_col2im,
-the general path) and the forward conv with the flipped kernel (what conv2d_backward uses).
+--dx-methods also times the three ways to get dL/dx at stride 1: col2im (conv._conv_dx_col2im,
+the general path), col2im over wide rows (conv._conv_dx_s1, what conv2d_backward uses when
+F > C) and the forward conv with the flipped kernel (what it uses when F <= C).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ SHAPES = [
     ((128, 3, 32, 32), (64, 3, 3, 3), 1, True),       # CIFAR conv1, T=4 x B=32
     ((128, 64, 32, 32), (128, 64, 3, 3), 1, True),    # CIFAR conv2
     ((128, 128, 16, 16), (128, 128, 3, 3), 1, True),  # CIFAR conv3
+    ((64, 32, 32, 32), (32, 32, 3, 3), 1, True),      # SEW-ResNet x0.25 first stage, T=2 x B=32
 ]
 
 
@@ -70,7 +72,7 @@ def bench_torch(torch, x_shape, w_shape, padding, need_dx, repeat):
 
 
 def bench_dx_methods(x_shape, w_shape, padding, repeat):
-    """(col2im ms, flipped-kernel ms) for dL/dx of a stride-1 conv."""
+    """(col2im ms, wide col2im ms, flipped-kernel ms) for dL/dx of a stride-1 conv."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal(w_shape, dtype=np.float32) * 0.1
     out, _ = conv.conv2d_forward(rng.standard_normal(x_shape, dtype=np.float32), w, padding=padding)
@@ -78,8 +80,9 @@ def bench_dx_methods(x_shape, w_shape, padding, repeat):
     KH = w_shape[2]
     w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     col2im = best_ms(lambda: conv._conv_dx_col2im(dout, w, x_shape, 1, padding), repeat)
+    wide = best_ms(lambda: conv._conv_dx_s1(dout, w, x_shape, padding), repeat)
     flipped = best_ms(lambda: conv.conv2d_forward(dout, w_flip, padding=KH - 1 - padding), repeat)
-    return col2im, flipped
+    return col2im, wide, flipped
 
 
 def main():
@@ -88,7 +91,7 @@ def main():
     parser.add_argument("--chunk-bytes", type=int, default=conv.CHUNK_BYTES,
                         help="size of the im2col buffer (conv.CHUNK_BYTES)")
     parser.add_argument("--dx-methods", action="store_true",
-                        help="also compare col2im and the flipped-kernel conv for dL/dx")
+                        help="also compare the three ways to get dL/dx at stride 1")
     args = parser.parse_args()
     conv.CHUNK_BYTES = args.chunk_bytes
     try:
@@ -112,12 +115,12 @@ def main():
         total_ms += fwd + bwd
     print(f"total {total_ms:.1f} ms")
     if args.dx_methods:
-        print("\ndL/dx at stride 1: col2im against the flipped-kernel forward conv")
+        print("\ndL/dx at stride 1: general col2im, col2im over wide rows, flipped-kernel conv")
         for x_shape, w_shape, padding, need_dx in SHAPES:
             if need_dx:
-                col2im, flipped = bench_dx_methods(x_shape, w_shape, padding, args.repeat)
+                col2im, wide, flipped = bench_dx_methods(x_shape, w_shape, padding, args.repeat)
                 print(f"{str(x_shape):>20} {str(w_shape):>18}  col2im {col2im:7.1f} ms  "
-                      f"flipped {flipped:7.1f} ms  ({col2im / flipped:.2f}x)")
+                      f"wide {wide:7.1f} ms  flipped {flipped:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ the KH*KW kernel offsets. ``conv2d_forward`` / ``conv2d_backward`` compute the s
 with im2col, a chunk of m samples at a time: a column matrix ``cols = (C*KH*KW, m*OH*OW)``
 turns the sums into one GEMM per chunk: ``out = W_mat @ cols``, ``dW_mat += dout_chunk @
 cols^T`` with dout_chunk (F, m*OH*OW), and for dx col2im: ``dcols = W_mat^T @ dout_chunk``
-added back with one strided add per kernel offset, or, at stride 1, the forward conv itself
-run on dout with the flipped kernel. At stride 1 (all but the downsampling convs of the
+added back with one add per kernel offset, or, at stride 1 when F <= C, the forward conv
+itself run on dout with the flipped kernel. At stride 1 (all but the downsampling convs of the
 reference networks) the columns run over whole padded rows, which turns the copies into long
 contiguous ones (the "wide rows" section below). The chunks are shared between CPU threads
 (parallel.py).
@@ -317,15 +317,17 @@ def conv2d_backward(dout, cache, need_dx=True):
         grads["bias"] = dout.sum(axis=(0, 2, 3))            # (F,)
     if not need_dx:
         return None, grads
-    if s == 1 and KH == KW and p < KH and F <= 2 * C:
-        # Stride 1: dL/dx is the "full" correlation of dout with the kernel flipped in (i, j)
-        # and transposed in (F, C), i.e. this module's forward conv with padding KH-1-p. Its
-        # GEMM has the depth F*KH*KW, where col2im's has only F and then adds C*KH*KW rows
-        # back one kernel offset at a time; but it copies columns of dout's F channels.
-        # `bench/bench_conv.py --dx-methods`: as fast or up to 1.3x faster for F <= 2C,
-        # 4x slower for 3 -> 64 channels.
+    if s == 1 and KH == KW and p < KH and F <= C:
+        # Stride 1, F <= C: dL/dx is the "full" correlation of dout with the kernel flipped in
+        # (i, j) and transposed in (F, C), i.e. this module's forward conv with padding
+        # KH-1-p: one GEMM with C rows and depth F*KH*KW, nothing to add back.
         w_flip = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         return conv2d_forward(dout, w_flip, padding=KH - 1 - p)[0], grads  # (N, C, H, W)
+    if s == 1:
+        # Stride 1, F > C (a conv that widens): the flipped conv's GEMM would have only C
+        # rows, which OpenBLAS runs slowly; col2im over wide rows has C*KH*KW rows and adds
+        # them back along whole rows. `bench/bench_conv.py --dx-methods` compares the two.
+        return _conv_dx_s1(dout, weight, x.shape, p), grads
     return _conv_dx_col2im(dout, weight, x.shape, s, p), grads
 
 
@@ -416,3 +418,52 @@ def _conv_dw_s1(dout, x, weight, p):
         return dw_t
 
     return _sum_transposed(parallel.ranges(work, N, blas=False, xp=xp))
+
+
+def _conv_dx_s1(dout, weight, x_shape, p):
+    """dL/dx at stride 1: col2im over wide rows, one GEMM per chunk.
+
+    With dout laid out wide, one padded plane of P = Hp * Wp pixels per sample and zero outside
+    the OH x OW outputs, dcols = W_mat^T @ dout_wide holds, at row (c, i, j) and pixel q, what
+    output pixel q sends to plane position q + i*Wp + j (the forward's read, run backwards).
+    So each row of dcols is added back as one contiguous slice of the flattened planes, shifted
+    by i*Wp + j: KH*KW adds over whole rows instead of the general path's per-row adds. A
+    zero output pixel sends nothing, so nothing crosses into the next sample's plane. The GEMM
+    has C*KH*KW rows, the shape OpenBLAS runs fastest (bench/gemm_layouts.py).
+    """
+    xp = get_xp(dout)
+    N, C, H, W = x_shape
+    F, _, KH, KW = weight.shape
+    Hp, Wp = H + 2 * p, W + 2 * p
+    P, OH, OW = Hp * Wp, Hp - KH + 1, Wp - KW + 1
+    slack = (KH - 1) * Wp + KW - 1                          # the last sample's shifted reach
+    w_t = xp.ascontiguousarray(weight.reshape(F, C * KH * KW).T)   # (C*KH*KW, F)
+    chunk = _chunk_size(xp, N, C * KH * KW * P * dout.itemsize)
+    dx = xp.empty(x_shape, dtype=dout.dtype)                # (N, C, H, W)
+
+    def work(lo, hi):                                       # samples lo:hi, on one thread
+        g = min(chunk, hi - lo)
+        dwide = xp.zeros(F * g * P, dtype=dout.dtype)       # zero outside the outputs, kept
+        dcols = xp.empty(C * KH * KW * g * P, dtype=dout.dtype)
+        planes = xp.empty(C * (g * P + slack), dtype=dout.dtype)   # dL/dxpad, flat
+        for n0 in range(lo, hi, g):
+            n1 = min(hi, n0 + g)
+            m = n1 - n0
+            d = dwide[:F * m * P].reshape(F, m, Hp, Wp)
+            if m < g:                                       # a shorter last chunk: new layout
+                d.fill(0)
+            xp.copyto(d[:, :, :OH, :OW], dout[n0:n1].transpose(1, 0, 2, 3))
+            dc = xp.matmul(w_t, d.reshape(F, m * P),
+                           out=dcols[:C * KH * KW * m * P].reshape(C * KH * KW, m * P))
+            dc = dc.reshape(C, KH * KW, m * P)              # (C, KH*KW, m*P)
+            pl = planes[:C * (m * P + slack)].reshape(C, m * P + slack)
+            xp.copyto(pl[:, :m * P], dc[:, 0])              # offset (0, 0) first: no zeroing
+            pl[:, m * P:] = 0
+            for offset in range(1, KH * KW):
+                i, j = divmod(offset, KW)
+                pl[:, i * Wp + j:i * Wp + j + m * P] += dc[:, offset]
+            crop = pl[:, :m * P].reshape(C, m, Hp, Wp)[:, :, p:p + H, p:p + W]
+            xp.copyto(dx[n0:n1], crop.transpose(1, 0, 2, 3))
+
+    parallel.ranges(work, N, blas=False, xp=xp)
+    return dx

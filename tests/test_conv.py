@@ -122,10 +122,11 @@ def test_fast_conv_matches_reference_float64(case):
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
-    ((8, 24, 12, 12), (16, 24, 3, 3), 1, 1),  # stride 1, F <= 2C: dx by the flipped forward conv
-    ((6, 3, 11, 9), (16, 3, 3, 3), 1, 1),     # F > 2C: dx by col2im
+    ((8, 24, 12, 12), (16, 24, 3, 3), 1, 1),  # stride 1, F <= C: dx by the flipped forward conv
+    ((6, 3, 11, 9), (16, 3, 3, 3), 1, 1),     # F > C: dx by col2im over wide rows
     ((5, 8, 11, 10), (6, 8, 3, 2), 2, 1),     # stride 2, non-square kernel: im2col + col2im
     ((4, 8, 9, 9), (4, 8, 5, 5), 1, 2),
+    ((3, 4, 7, 9), (6, 4, 3, 2), 1, 0),       # stride 1, non-square kernel, no padding: wide col2im
 ])
 def test_fast_conv_matches_reference_float32(x_shape, w_shape, stride, padding):
     rng = np.random.default_rng(1)
@@ -136,7 +137,7 @@ def test_fast_conv_matches_reference_float32(x_shape, w_shape, stride, padding):
 
 
 @pytest.mark.parametrize("samples_per_chunk", [1, 2, 3])
-@pytest.mark.parametrize("C, F", [(2, 5), (4, 3)])  # dx by col2im, by the flipped forward conv
+@pytest.mark.parametrize("C, F", [(2, 5), (4, 3)])  # stride-1 dx by wide col2im / flipped conv
 def test_chunked_columns_match_reference(monkeypatch, samples_per_chunk, C, F):
     """Several im2col chunks, the last one partial (N = 5), give the same numbers."""
     rng = np.random.default_rng(2)

@@ -3,7 +3,8 @@
     PYTHONPATH=. python bench/bench_lif.py [--repeat 5] [--block 65536] [--block-bytes 524288]
 
 For each shape, the median time of the plain reference (lif_forward_reference, ...) and of the
-fast path, interleaved call by call, and their ratio; float32, method ds-atgo for the neuron.
+fast path, interleaved call by call, and their ratio; float32, method ds-atgo for the neuron
+("lif fwd v": vanilla, whose fixed threshold needs no statistics, to show what they cost).
 --block / --block-bytes override neuron.BLOCK / layers.BLOCK_BYTES to try other block sizes.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main():
         X = x.reshape((4, -1) + shape[1:])                        # (T, B, ...)
         lam = np.asarray(0.2, dtype=np.float32)
         rule = make_rule(SpikeConfig(method="ds-atgo"), lam, True)
+        plain = make_rule(SpikeConfig(method="vanilla"), lam, True)      # no statistics
         _, cache = neuron.lif_forward(X, lam, rule)
         dS = rng.standard_normal(X.shape).astype(np.float32)
         C = shape[1]
@@ -64,6 +66,8 @@ def main():
         cases = {
             "lif fwd": (lambda: neuron.lif_forward_reference(X, lam, rule),
                         lambda: neuron.lif_forward(X, lam, rule)),
+            "lif fwd v": (lambda: neuron.lif_forward_reference(X, lam, plain),
+                          lambda: neuron.lif_forward(X, lam, plain)),
             "lif bwd": (lambda: neuron.lif_backward_reference(dS, cache, need_dlam=False),
                         lambda: neuron.lif_backward(dS, cache, need_dlam=False)),
             "bn fwd": (lambda: layers.batchnorm_forward_reference(x, g, b),

@@ -56,12 +56,14 @@ def fast_layer_stats(h):
 
 def row_sums(flat, s, ss):
     """s[r] = sum, ss[r] = sum of squares of the r-th whole row of ROW values of flat, in its
-    dtype (einsum, no BLAS: a threaded BLAS waits for its second thread at every call, which
-    on a loaded machine costs a scheduler time slice). A partial last row is left to
-    stats_from_row_sums."""
+    dtype. A partial last row is left to stats_from_row_sums. The squares go through
+    np.vecdot, NumPy's dot loop row by row, faster than einsum's sum of products (`python
+    bench/bench_lif.py` compares the neuron's forward with these statistics, ds-atgo, and
+    without, vanilla); rows this short never start a threaded BLAS, which on a loaded
+    machine would wait for its second thread."""
     rows = flat[:flat.size - flat.size % ROW].reshape(-1, ROW)     # (R, ROW)
     np.einsum("ij->i", rows, out=s)
-    np.einsum("ij,ij->i", rows, rows, out=ss)
+    np.vecdot(rows, rows, out=ss)
 
 
 def stats_from_row_sums(flat, s, ss):

@@ -367,6 +367,20 @@ def _wide_geometry(x, weight, p):
     return N, C, H, W, F, KH, KW, Hp, Wp, Hp - KH + 1, Wp - KW + 1
 
 
+def _wide_dout(dout, n0, n1, buf, g, rows, Wp):
+    """dout[n0:n1] (m, F, OH, OW) laid out wide in buf, as (F, m*rows*Wp): each sample's
+    outputs at the top left of a rows x Wp block, zero elsewhere. buf is zeroed once by the
+    caller and holds chunks of g samples; the zeros outside the outputs stay, except when a
+    shorter last chunk changes the layout."""
+    F, OH, OW = dout.shape[1:]
+    m = n1 - n0
+    d = buf[:F * m * rows * Wp].reshape(F, m, rows, Wp)
+    if m < g:
+        d.fill(0)
+    get_xp(dout).copyto(d[:, :, :OH, :OW], dout[n0:n1].transpose(1, 0, 2, 3))
+    return d.reshape(F, m * rows * Wp)
+
+
 def _conv_forward_s1(x, weight, bias, p, out):
     """conv2d_forward at stride 1 into out (N, F, OH, OW), one wide GEMM per chunk."""
     xp = get_xp(x)
@@ -408,13 +422,10 @@ def _conv_dw_s1(dout, x, weight, p):
         for n0 in range(lo, hi, g):
             n1 = min(hi, n0 + g)
             m = n1 - n0
-            d = dwide[:F * m * Q].reshape(F, m, OH, Wp)
-            if m < g:                                       # a shorter last chunk: new layout
-                d.fill(0)
-            xp.copyto(d[:, :, :, :OW], dout[n0:n1].transpose(1, 0, 2, 3))
+            d = _wide_dout(dout, n0, n1, dwide, g, OH, Wp)  # (F, m*OH*Wp)
             planes[:m * C * P].reshape(m, C, Hp, Wp)[:, :, p:p + H, p:p + W] = x[n0:n1]
             c = _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH)  # (C*KH*KW, m*OH*Wp)
-            dw_t += c @ d.reshape(F, m * Q).T               # dL/dW_mat^T = sum over pixels
+            dw_t += c @ d.T                                 # dL/dW_mat^T = sum over pixels
         return dw_t
 
     return _sum_transposed(parallel.ranges(work, N, blas=False, xp=xp))
@@ -449,11 +460,8 @@ def _conv_dx_s1(dout, weight, x_shape, p):
         for n0 in range(lo, hi, g):
             n1 = min(hi, n0 + g)
             m = n1 - n0
-            d = dwide[:F * m * P].reshape(F, m, Hp, Wp)
-            if m < g:                                       # a shorter last chunk: new layout
-                d.fill(0)
-            xp.copyto(d[:, :, :OH, :OW], dout[n0:n1].transpose(1, 0, 2, 3))
-            dc = xp.matmul(w_t, d.reshape(F, m * P),
+            d = _wide_dout(dout, n0, n1, dwide, g, Hp, Wp)  # (F, m*Hp*Wp)
+            dc = xp.matmul(w_t, d,
                            out=dcols[:C * KH * KW * m * P].reshape(C * KH * KW, m * P))
             dc = dc.reshape(C, KH * KW, m * P)              # (C, KH*KW, m*P)
             pl = planes[:C * (m * P + slack)].reshape(C, m * P + slack)

@@ -124,15 +124,22 @@ def potentials_table(runs, labels):
 
 
 def epochs_table(runs):
-    """Test accuracy after every epoch, one column per run."""
+    """Test accuracy after every epoch and the epoch's wall time, two columns per run."""
     cols = [(lab, seed, rows) for lab, rs in runs.items() for seed, rows, _ in rs]
     if not cols:
         return "(no runs yet)"
     n = max(len(rows) for _, _, rows in cols)
-    lines = ["| epoch | " + " | ".join(f"{lab} (seed {seed}) test % " for lab, seed, _ in cols) + "|",
-             "|---" * (1 + len(cols)) + "|"]
+    lines = ["| epoch | " + " | ".join(f"{lab} (seed {seed}) test % | epoch wall s"
+                                       for lab, seed, _ in cols) + " |",
+             "|---" * (1 + 2 * len(cols)) + "|"]
     for e in range(n):
-        cells = [f"{100 * rows[e]['test_acc']:.2f}" if e < len(rows) else "" for _, _, rows in cols]
+        cells = []
+        for _, _, rows in cols:
+            if e < len(rows):
+                took = rows[e]["time"] - (rows[e - 1]["time"] if e else 0.0)
+                cells += [f"{100 * rows[e]['test_acc']:.2f}", f"{took:.0f}"]
+            else:
+                cells += ["", ""]
         lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

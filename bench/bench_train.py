@@ -12,7 +12,9 @@ its own: peak RSS (ru_maxrss) minus the RSS after building the model and the bat
 one step adds (activations, caches, gradients, temporaries, allocator slack). The workers of
 one network and mode stay alive side by side; every round asks each of them in turn, in an
 order that rotates from round to round, for --steps timed steps, so that load from other
-processes on the machine hits every framework alike. A step is, for dsatgo_np,
+processes on the machine hits every framework alike. "90 % interval" is a bootstrap interval of
+the ratio to the fastest peer (both sets of step times resampled): how far the ratio could
+move from this run's own noise. A step is, for dsatgo_np,
 
     out = net.forward(dn.encode.direct(x, T)); loss, d = dn.losses.cross_entropy(out, y)
     net.zero_grad(); net.backward(d); opt.step()
@@ -215,11 +217,23 @@ def run_case(args, net_key, mode, peers):
                              median_ms=med, min_ms=float(t.min()), max_ms=float(t.max()),
                              samples_per_s=spec.batch / med * 1e3, gflops=flops / med / 1e6,
                              peak_mb=mem["peak_mb"] - mem["baseline_mb"],
-                             steps=len(t)))
+                             steps=len(t), times_ms=t.tolist()))
         return rows
     finally:
         for w in workers:
             w.close()
+
+
+def ratio_interval(times, best_times, level=0.9, resamples=2000):
+    """Bootstrap interval of median(times) / median(best_times): both sets of step times
+    resampled with replacement (fixed seed), the central `level` of the ratios. It says how
+    far the ratio could move from the run's noise alone."""
+    rng = np.random.default_rng(0)
+    a, b = np.asarray(times), np.asarray(best_times)
+    ra = np.median(rng.choice(a, (resamples, a.size)), axis=1)
+    rb = np.median(rng.choice(b, (resamples, b.size)), axis=1)
+    lo, hi = np.quantile(ra / rb, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def report(rows, nets, modes, lines):
@@ -234,14 +248,18 @@ def report(rows, nets, modes, lines):
             lines.append(f"\n{NETS[net_key].title} - {mode} step"
                          + (f" (fastest peer: {best['label']})" if best else ""))
             lines.append("| framework | median ms | min ms | max ms | samples/s | GFLOP/s "
-                         "| peak MB | time / fastest peer | memory / smallest peer |")
-            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                         "| peak MB | time / fastest peer | 90 % interval | memory / smallest peer |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for r in sel:
                 ratio = f"{r['median_ms'] / best['median_ms']:.2f}x" if best else "-"
+                spread = "-"
+                if best and r is not best and "times_ms" in r and "times_ms" in best:
+                    spread = "{:.2f}-{:.2f}x".format(*ratio_interval(r["times_ms"],
+                                                                      best["times_ms"]))
                 mratio = f"{r['peak_mb'] / best_mem['peak_mb']:.2f}x" if best_mem else "-"
                 lines.append(f"| {r['label']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
                              f"{r['max_ms']:.1f} | {r['samples_per_s']:.0f} | {r['gflops']:.1f} | "
-                             f"{r['peak_mb']:.0f} | {ratio} | {mratio} |")
+                             f"{r['peak_mb']:.0f} | {ratio} | {spread} | {mratio} |")
 
 
 def main():

@@ -223,7 +223,7 @@ def lif_backward_reference(dS, cache: LIFCache, need_dlam: bool = True):
             dh = dh + threshold_vjp(dtheta, h, c.mu[t], c.sigma[t], c.f_c)
         dX[t] = dh                                              # dH[t]/dX[t] = 1
         if t > 0:
-            dlam = dlam + xp.sum(dh * V[t - 1])               # dH[t]/dlam = V[t-1]
+            dlam = dlam + xp.sum(dh * V[t - 1])                 # dH[t]/dlam = V[t-1]
             dv = c.lam * dh                                     # dH[t]/dV[t-1] = lam
     return dX, dlam if need_dlam else None
 

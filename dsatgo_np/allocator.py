@@ -2,7 +2,7 @@
 
 glibc's malloc serves every block above its mmap threshold (at most 32 MiB) straight from the
 operating system and hands it back on free. A training step allocates dozens of arrays of that
-size (a CIFAR layer's H, S and V are 64 MB each at T=4, B=32) and frees them at the end, so
+size (a CIFAR layer's H and S are 64 MB each at T=4, B=32) and frees them at the end, so
 every step the kernel maps fresh zeroed pages and each first touch of a 4 KiB page faults:
 measured with a 4 M-neuron LIF layer, 62 ms of the neuron's 2-thread forward pass went down to
 39 ms once those blocks stayed in malloc's heap. ``keep_freed_memory()`` raises the mmap

@@ -136,7 +136,7 @@ assert S[:, 1].tolist() == [0, 1] * (T // 2)    # 0.9, then 0.9 * 1.2 = 1.08 >= 
 rule = make_rule(SpikeConfig(method="vanilla"), np.float64(LAM), training=True)
 S_lib, cache = lif_forward(X, LAM, rule)
 assert np.array_equal(S_lib, S)           # the same spikes, bit for bit
-assert np.array_equal(cache.H, H) and np.array_equal(cache.V, V)
+assert np.array_equal(cache.H, H) and np.array_equal(cache.V, V)   # V: recomputed as H (1 - S)
 assert np.all(cache.theta == 1.0)         # vanilla: theta[t] = V_th = 1 at every step
 print("lif_forward gives the same spikes as the hand-written loop")
 

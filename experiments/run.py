@@ -70,11 +70,13 @@ EXPERIMENTS = {
     "cnn-mnist-long": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=5, method="ds-atgo"), 0)],
     "cnn-fmnist": [("ds-atgo", dict(FMNIST_CNN, epochs=4, method="ds-atgo"), 0)],
     # the attempt at issue 5's 92 % Fashion-MNIST target: twice cnn-fmnist's epochs, with
-    # weight decay; about 80 minutes of one core beside another run. (A 15-epoch run with
-    # crop + flip took 687 s per epoch that way and had 74.93 % test accuracy after its
-    # first, where cnn-fmnist, unaugmented, had 88.05 %: stopped, too long for a session.)
+    # weight decay; about 40 minutes of one core beside another run
     "cnn-fmnist-long": [("ds-atgo", dict(FMNIST_CNN, epochs=8, weight_decay=1e-4,
                                          method="ds-atgo"), 0)],
+    # the first attempt, 15 epochs with crop + flip: stopped after one epoch (too long for a
+    # session at 687 s per epoch on one core)
+    "cnn-fmnist-aug": [("ds-atgo", dict(FMNIST_CNN, epochs=15, augment=True, method="ds-atgo"),
+                        0)],
     # issue 5's CIFAR target: DS-ATGO on all 50,000 images for about 2 hours of both cores
     # (7 epochs at the threaded engine's speed); run it alone, with DSATGO_THREADS unset
     "cifar-long": [("ds-atgo", dict(CIFAR_VGG, train_subset=0, epochs=7, method="ds-atgo"), 0)],

@@ -26,6 +26,13 @@ from contextlib import nullcontext
 
 import numpy as np
 
+# Below this many bytes of input, blocks() stays on the calling thread: waking a pool thread
+# and waiting for it costs about as much as the second core saves on a 1 MiB array (the MLP's
+# BatchNorm on [512, 512] float32). `.venv-bench/bin/python bench/bench_train.py --nets mlp
+# --modes train --steps 10 --rounds 4 --warmup 3 --extra-tree head=<checkout without it>`,
+# twice: the MLP's ds-atgo step 15.6 / 16.0 ms without, 14.9 / 15.4 ms with.
+SERIAL_BYTES = 1 << 21
+
 _threads = None     # set lazily from the environment
 _pool = None        # ThreadPoolExecutor with _threads - 1 workers (the caller is the last one)
 _blas = None        # threadpoolctl.ThreadpoolController, or False when it is not installed
@@ -139,4 +146,6 @@ def blocks(work, n: int, item_bytes: int, block_bytes: int = 1 << 19, xp=np):
     def run(lo, hi):
         return [work(i, min(hi, i + size)) for i in range(lo, hi, size)]
 
+    if n * item_bytes < SERIAL_BYTES:          # too little work to pay for a thread hand-off
+        return run(0, n)
     return [r for part in ranges(run, n, grain=size) for r in part]

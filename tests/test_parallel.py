@@ -22,6 +22,22 @@ from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
 from dsatgo_np.threshold import fast_layer_stats
 
 
+@pytest.fixture(autouse=True)
+def threaded_even_when_small(monkeypatch):
+    """The arrays here are small: let parallel.blocks share them between threads anyway."""
+    monkeypatch.setattr(parallel, "SERIAL_BYTES", 0)
+
+
+def test_blocks_of_little_work_stay_on_the_calling_thread(monkeypatch):
+    monkeypatch.setattr(parallel, "SERIAL_BYTES", 1 << 21)
+    caller = threading.get_ident()
+    with threads(2):
+        small = parallel.blocks(lambda lo, hi: threading.get_ident(), 1000, 1024, 4096)  # 1 MB
+        big = parallel.blocks(lambda lo, hi: threading.get_ident(), 4000, 1024, 4096)    # 4 MB
+    assert set(small) == {caller} and len(small) == 250
+    assert len(set(big)) == 2 and len(big) == 1000
+
+
 @contextlib.contextmanager
 def threads(n):
     saved = parallel.threads()

@@ -20,7 +20,8 @@ Its partials, for dout = dL/dout:
 the KH*KW kernel offsets. ``conv2d_forward`` / ``conv2d_backward`` compute the same numbers
 with im2col, a chunk of m samples at a time: a column matrix ``cols = (C*KH*KW, m*OH*OW)``
 turns the sums into one GEMM per chunk: ``out = W_mat @ cols``, ``dW_mat += dout_chunk @
-cols^T`` with dout_chunk (F, m*OH*OW), and for dx col2im: ``dcols = W_mat^T @ dout_chunk``
+cols^T`` with dout_chunk (F, m*OH*OW) (asked of the BLAS transposed, as ``cols @
+dout_chunk^T``, the faster way round), and for dx col2im: ``dcols = W_mat^T @ dout_chunk``
 added back with one add per kernel offset, or, at stride 1 when F <= C, the forward conv
 itself run on dout with the flipped kernel. At stride 1 (all but the downsampling convs of the
 reference networks) the columns run over whole padded rows, which turns the copies into long
@@ -359,10 +360,10 @@ def _wide_im2col(planes, cols, m, C, KH, KW, Hp, Wp, OH):
     return c.reshape(C * KH * KW, m * Q)                   # (C*KH*KW, m*OH*Wp)
 
 
-def _wide_geometry(x, weight, p):
+def _wide_geometry(x_shape, w_shape, p):
     """(N, C, H, W, F, KH, KW, Hp, Wp, OH, OW) of a stride-1 conv with padding p."""
-    N, C, H, W = x.shape
-    F, _, KH, KW = weight.shape
+    N, C, H, W = x_shape
+    F, _, KH, KW = w_shape
     Hp, Wp = H + 2 * p, W + 2 * p                           # the padded plane
     return N, C, H, W, F, KH, KW, Hp, Wp, Hp - KH + 1, Wp - KW + 1
 
@@ -384,7 +385,7 @@ def _wide_dout(dout, n0, n1, buf, g, rows, Wp):
 def _conv_forward_s1(x, weight, bias, p, out):
     """conv2d_forward at stride 1 into out (N, F, OH, OW), one wide GEMM per chunk."""
     xp = get_xp(x)
-    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x, weight, p)
+    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x.shape, weight.shape, p)
     Q = OH * Wp                                             # wide pixels per sample
     w_mat = weight.reshape(F, C * KH * KW)                  # (F, C*KH*KW)
     chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
@@ -409,7 +410,7 @@ def _conv_forward_s1(x, weight, bias, p, out):
 def _conv_dw_s1(dout, x, weight, p):
     """dW_mat (F, C*KH*KW) at stride 1: one GEMM per chunk of wide columns."""
     xp = get_xp(dout)
-    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x, weight, p)
+    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x.shape, weight.shape, p)
     P, Q = Hp * Wp, OH * Wp                                 # plane size, wide pixels per sample
     chunk = _chunk_size(xp, N, C * KH * KW * Q * x.itemsize)
 
@@ -443,10 +444,8 @@ def _conv_dx_s1(dout, weight, x_shape, p):
     has C*KH*KW rows, the shape OpenBLAS runs fastest (bench/gemm_layouts.py).
     """
     xp = get_xp(dout)
-    N, C, H, W = x_shape
-    F, _, KH, KW = weight.shape
-    Hp, Wp = H + 2 * p, W + 2 * p
-    P, OH, OW = Hp * Wp, Hp - KH + 1, Wp - KW + 1
+    N, C, H, W, F, KH, KW, Hp, Wp, OH, OW = _wide_geometry(x_shape, weight.shape, p)
+    P = Hp * Wp                                             # plane size
     slack = (KH - 1) * Wp + KW - 1                          # the last sample's shifted reach
     w_t = xp.ascontiguousarray(weight.reshape(F, C * KH * KW).T)   # (C*KH*KW, F)
     chunk = _chunk_size(xp, N, C * KH * KW * P * dout.itemsize)

@@ -38,7 +38,7 @@ def avgpool2d_forward(x, kernel=2):
                          f"{tuple(x.shape)}: pad or crop the input, or pick a kernel that divides "
                          "them (e.g. padding=1 on the previous 3x3 conv keeps H and W)")
     # The k rows of each window are added first, whole rows of W values at a time, then the k
-    # columns, strided adds over 1/k of the data: 1.6-2x faster than k*k strided adds of
+    # columns, strided adds over 1/k of the data: fewer strided inner loops than k*k adds of
     # (n, C, OH, OW) slices, and 10x faster than .mean over a (N, C, OH, k, OW, k) view. A few
     # samples at a time, so that the row sums stay in cache.
     out = xp.empty((N, C, H // k, W // k), dtype=x.dtype)  # (N, C, OH, OW)
@@ -55,8 +55,11 @@ def avgpool2d_forward(x, kernel=2):
 
 def _strided_sum(xp, parts, out=None):
     """parts[0] + parts[1] + ..., into out (a new array if None)."""
-    if len(parts) == 1:
-        return parts[0].copy() if out is None else xp.copyto(out, parts[0]) or out
+    if len(parts) == 1:                                     # kernel 1: a copy
+        if out is None:
+            return parts[0].copy()
+        xp.copyto(out, parts[0])
+        return out
     out = xp.add(parts[0], parts[1], out=out)
     for part in parts[2:]:
         out += part

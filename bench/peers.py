@@ -16,9 +16,11 @@ each in its framework's idiom:
   norse         LIFBoxCell (no synaptic current) with dt * tau_mem_inv = 0.8, so
                 V = 0.2 V + 0.8 X, SuperSpike surrogate, stepped over T
 
-Direct encoding: every peer, like dsatgo_np, computes the first Linear/Conv once on the static
-image and repeats its output over T (SpikingJelly's "static conv" idiom), so no framework
-pays T times for a layer whose input never changes.
+Direct encoding: every peer, like dsatgo_np, computes the first Linear/Conv and its BatchNorm
+once on the static image and repeats the result over T (SpikingJelly's "static conv" idiom,
+conv + BN), so no framework pays T times for layers whose input never changes. (BatchNorm over
+T copies of a batch has that batch's statistics; only torch's running variance differs, by its
+unbiased factor B / (B - 1) instead of T B / (T B - 1), which the timing does not see.)
 """
 from __future__ import annotations
 
@@ -156,14 +158,14 @@ def build(net: Net, framework: str) -> nn.Module:
 
     def conv_block(c_in, c_out, stride=1, kernel=3, first=False):
         conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
-        return [conv] + ([RepeatT(T)] if first else []) + [nn.BatchNorm2d(c_out), lif(T)]
+        return [conv, nn.BatchNorm2d(c_out)] + ([RepeatT(T)] if first else []) + [lif(T)]
 
     if net.name == "mlp":
         sizes = [net.in_shape[0], *net.hidden]
         mods = [nn.Flatten()]
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            mods += [nn.Linear(a, b, bias=False)] + ([RepeatT(T)] if i == 0 else [])
-            mods += [nn.BatchNorm1d(b), lif(T)]
+            mods += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b)]
+            mods += ([RepeatT(T)] if i == 0 else []) + [lif(T)]
         return nn.Sequential(*mods, Readout(sizes[-1], net.n_classes, T))
     if net.name == "sew":
         chans = [32, 64, 128]

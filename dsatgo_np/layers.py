@@ -186,21 +186,28 @@ def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
     return out.reshape(x.shape), cache, mean.astype(dt), var.astype(dt)
 
 
-def batchnorm_backward(dout, cache: BatchNormStats):
-    """batchnorm_backward_reference's contract and numbers (to round-off), in two passes.
-
-    dout: [N, C, ...] -> (dx, {"weight": dgamma (C,), "bias": dbeta (C,)}).
-    """
-    xp = get_xp(dout)
-    c = cache
-    d3, x3 = _rows(dout), _rows(c.x)                       # (N, C, L) each
-    m = d3.shape[0] * d3.shape[2]
+def _backward_coefficients(d3, x3, c: BatchNormStats, m: int):
+    """(dgamma, dbeta, a, k2, k3), each (C,) float64, from (N, C, L) dout and x, m values per
+    channel: dx = a dout + k2 x + k3 (the comment above batchnorm_forward)."""
+    xp = get_xp(d3)
     mean, inv_std = c.mean.astype(xp.float64), c.inv_std.astype(xp.float64)
     dbeta, dx_sum = _channel_sums(d3, x3)                  # sum dout, sum dout x: (C,) float64
     dgamma = inv_std * (dx_sum - mean * dbeta)
     a = c.gamma * inv_std                                  # dout/dx at fixed statistics
     k2 = -a * inv_std * dgamma / m                         # through mean(dout xhat)
     k3 = -a * dbeta / m - k2 * mean                        # through mean(dout)
+    return dgamma, dbeta, a, k2, k3
+
+
+def batchnorm_backward(dout, cache: BatchNormStats):
+    """batchnorm_backward_reference's contract and numbers (to round-off), in two passes.
+
+    dout: [N, C, ...] -> (dx, {"weight": dgamma (C,), "bias": dbeta (C,)}).
+    """
+    xp = get_xp(dout)
+    d3, x3 = _rows(dout), _rows(cache.x)                   # (N, C, L) each
+    m = d3.shape[0] * d3.shape[2]
+    dgamma, dbeta, a, k2, k3 = _backward_coefficients(d3, x3, cache, m)
     a, k2, k3 = (_per_value(v, d3) for v in (a, k2, k3))   # (C*L,) each
     d2, x2 = d3.reshape(d3.shape[0], -1), x3.reshape(x3.shape[0], -1)   # (N, C*L) each
     dx = xp.empty_like(d2)                                 # (N, C*L)
@@ -211,6 +218,30 @@ def batchnorm_backward(dout, cache: BatchNormStats):
         o += k3
 
     parallel.blocks(combine, d2.shape[0], d2[0].nbytes, BLOCK_BYTES, xp=xp)
+    dt = dout.dtype
+    return dx.reshape(dout.shape), {"weight": dgamma.astype(dt), "bias": dbeta.astype(dt)}
+
+
+def batchnorm_backward_static(dout, cache: BatchNormStats):
+    """Backward of BatchNorm over T copies of one input x[0] (a direct-encoded layer), whose
+    forward ran on x[0] alone (cache.x = x[0], [B, C, ...]). dout: [T, B, C, ...].
+
+    The per-channel sums over T and B are sums over B of D = sum_t dout[t], so
+        dx[t] = a dout[t] + (k2 x[0] + k3)
+    with the coefficients of batchnorm_backward for M = T * B * L values per channel; the
+    bracket is the same at every step and is computed once. Same numbers (to round-off) as
+    batchnorm_backward on the T copies.
+    """
+    xp = get_xp(dout)
+    T = dout.shape[0]
+    d3, x3 = _rows(dout.sum(axis=0)), _rows(cache.x)       # (B, C, L) each
+    m = T * x3.shape[0] * x3.shape[2]
+    dgamma, dbeta, a, k2, k3 = _backward_coefficients(d3, x3, cache, m)
+    a, k2, k3 = (_per_value(v, d3) for v in (a, k2, k3))   # (C*L,) each
+    shared = xp.multiply(x3.reshape(x3.shape[0], -1), k2)  # (B, C*L): k2 x[0] + k3
+    shared += k3
+    dx = xp.multiply(dout.reshape(T, x3.shape[0], -1), a)  # (T, B, C*L)
+    dx += shared
     dt = dout.dtype
     return dx.reshape(dout.shape), {"weight": dgamma.astype(dt), "bias": dbeta.astype(dt)}
 

@@ -16,12 +16,41 @@ from .neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_ru
 
 
 class Parameter:
-    """A learnable array and its gradient, in PyTorch's layouts."""
-    __slots__ = ("data", "grad")
+    """A learnable array and its gradient, in PyTorch's layouts.
+
+    zero_grad() only marks the gradient as zero; the first add_grad() after it writes the
+    gradient instead of adding it to a cleared array, which saves two passes over every
+    parameter per step (one to clear, one to read the zeros back). Reading .grad while it is
+    marked clears it then, so the laziness never shows.
+    """
+    __slots__ = ("data", "_grad", "_zero")
 
     def __init__(self, data):
         self.data = data
-        self.grad = get_xp(data).zeros_like(data)
+        self._grad = get_xp(data).zeros_like(data)
+        self._zero = False
+
+    @property
+    def grad(self):
+        if self._zero:
+            self._grad[...] = 0
+            self._zero = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad, self._zero = value, False
+
+    def zero_grad(self):
+        self._zero = True
+
+    def add_grad(self, g):
+        """grad += g (g broadcast to the parameter's shape)."""
+        if self._zero:
+            self._grad[...] = g
+            self._zero = False
+        else:
+            self._grad += g
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
@@ -67,7 +96,7 @@ class Module:
 
     def zero_grad(self):
         for p in self.parameters():
-            p.grad[...] = 0
+            p.zero_grad()
 
     def to(self, backend: str):
         """Move every parameter and buffer to "numpy" (CPU) or "cupy" (GPU)."""
@@ -202,7 +231,7 @@ class Linear(Module):
             dx, grads = layers.linear_backward(_fold(dout), self.cache, need_dx)
             dx = None if dx is None else dx.reshape(T, B, -1)
         for k, g in grads.items():
-            self._params[k].grad += g
+            self._params[k].add_grad(g)
         return dx
 
 
@@ -246,7 +275,7 @@ class Conv2d(Module):
             dx, grads = conv.conv2d_backward(_fold(dout), self.cache, need_dx=need_dx)
             dx = None if dx is None else dx.reshape((T, B) + dx.shape[1:])
         for k, g in grads.items():
-            self._params[k].grad += g
+            self._params[k].add_grad(g)
         return dx
 
 
@@ -277,18 +306,28 @@ class BatchNorm(Module):
             if is_static(x):                               # same input at every step
                 return get_xp(x).broadcast_to(layers.batchnorm_eval(x[0], *stats), x.shape)
             return layers.batchnorm_eval(_fold(x), *stats).reshape(x.shape)
-        out, self.cache, mean, var = layers.batchnorm_forward(_fold(x), gamma, beta, self.eps)
-        m = out.size // out.shape[1]
+        # A direct-encoded input is the same at every step, and so are its statistics over
+        # time and batch: normalise x[0] once and broadcast, as the Linear/Conv before it does.
+        self.static = is_static(x)
+        x0 = x[0] if self.static else _fold(x)
+        out, self.cache, mean, var = layers.batchnorm_forward(x0, gamma, beta, self.eps)
+        m = x.size // x.shape[2]                           # values per channel, over T too
         rm, rv, mom = self._buffers["running_mean"], self._buffers["running_var"], self.momentum
         self._buffers["running_mean"] = (1 - mom) * rm + mom * mean
         self._buffers["running_var"] = (1 - mom) * rv + mom * var * (m / max(m - 1, 1))
+        if self.static:
+            return get_xp(out).broadcast_to(out, x.shape)
         return out.reshape(x.shape)
 
     def backward(self, dout, need_dx: bool = True):
-        dx, grads = layers.batchnorm_backward(_fold(dout), self.cache)
+        if self.static:
+            dx, grads = layers.batchnorm_backward_static(dout, self.cache)
+        else:
+            dx, grads = layers.batchnorm_backward(_fold(dout), self.cache)
+            dx = dx.reshape(dout.shape)
         for k, g in grads.items():
-            self._params[k].grad += g
-        return dx.reshape(dout.shape)
+            self._params[k].add_grad(g)
+        return dx
 
 
 # --- the spiking neuron ----------------------------------------------------------------------
@@ -359,7 +398,7 @@ class Spiking(Module):
         dx, dlam = lif_backward(dout, self.cache, need_dlam=self.neuron == "plif")
         if self.neuron == "plif":
             lam = self.cache.lam
-            self._params["w"].grad += dlam * lam * (1 - lam)     # dsigmoid(w)/dw = lam (1 - lam)
+            self._params["w"].add_grad(dlam * lam * (1 - lam))     # dsigmoid(w)/dw = lam (1 - lam)
         return dx
 
 

@@ -108,6 +108,34 @@ def test_batchnorm_backward(seed, N, C, spatial):
 
 
 @FAST
+@given(seed=seeds, T=st.integers(1, 4), N=st.integers(2, 4), C=st.integers(1, 3),
+       spatial=st.sampled_from([(), (3,), (2, 2)]))
+def test_batchnorm_backward_static(seed, T, N, C, spatial):
+    """BatchNorm over T copies of x0 (direct encoding), run on x0 once: the gradient w.r.t.
+    x0 is the sum over t of the returned dx[t], and each dx[t] is the one of the T copies."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(1.0, 2.0, (N, C) + spatial)
+    gamma, beta = rng.normal(size=C), rng.normal(size=C)
+    _, cache, _, _ = layers.batchnorm_forward(x0, gamma, beta)
+    dout = rng.normal(size=(T, N, C) + spatial)
+    dx, grads = layers.batchnorm_backward_static(dout, cache)
+
+    def copies(x0):
+        return np.broadcast_to(x0[None], (T,) + x0.shape).reshape((T * N, C) + spatial)
+
+    def f(x0, gamma, beta):
+        return layers.batchnorm_forward(copies(x0), gamma, beta)[0].reshape(dout.shape)
+    check_backward(f, {"x0": x0, "gamma": gamma, "beta": beta}, dout,
+                   {"x0": dx.sum(axis=0), "gamma": grads["weight"], "beta": grads["bias"]},
+                   tol=1e-5, atol=1e-7)
+    _, full = layers.batchnorm_forward(copies(x0), gamma, beta)[:2]
+    dx_full, grads_full = layers.batchnorm_backward(dout.reshape((T * N, C) + spatial), full)
+    np.testing.assert_allclose(dx, dx_full.reshape(dx.shape), rtol=1e-9, atol=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], grads_full[k], rtol=1e-9, atol=1e-12)
+
+
+@FAST
 @given(seed=seeds, T=st.integers(1, 4), B=st.integers(1, 4), K=st.integers(2, 5),
        smoothing=st.sampled_from([0.0, 0.1, 0.3]))
 def test_cross_entropy_backward(seed, T, B, K, smoothing):

@@ -97,6 +97,25 @@ def test_static_input_gives_the_same_result_as_a_copied_one():
         b.backward(d)
         for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
             np.testing.assert_allclose(pa.grad, pb.grad, rtol=1e-10, atol=1e-12, err_msg=na)
+        for (na, ba), (nb, bb) in zip(a.named_buffers(), b.named_buffers()):
+            np.testing.assert_allclose(ba, bb, rtol=1e-12, err_msg=na)   # BN running stats
+        assert any(getattr(m, "static", False) for m in a.modules()
+                   if isinstance(m, dn.model.BatchNorm))                 # the path under test
+
+
+def test_zero_grad_is_lazy_but_never_shows():
+    """zero_grad only marks gradients; reading one gives zeros, the next add_grad writes."""
+    p = dn.model.Parameter(np.ones(3))
+    p.add_grad(np.full(3, 2.0))
+    np.testing.assert_array_equal(p.grad, [2.0, 2.0, 2.0])     # onto the zeros it starts with
+    p.zero_grad()
+    p.add_grad(np.array([1.0, 2.0, 3.0]))
+    p.add_grad(np.array([1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(p.grad, [2.0, 3.0, 4.0])     # written, then accumulated
+    p.zero_grad()
+    np.testing.assert_array_equal(p.grad, [0.0, 0.0, 0.0])     # read while marked: zeros
+    p.add_grad(np.full(3, 5.0))
+    np.testing.assert_array_equal(p.grad, [5.0, 5.0, 5.0])
 
 
 def test_named_parameters_order_and_layouts():

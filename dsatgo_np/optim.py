@@ -6,7 +6,24 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .backend import get_xp
+
+
+CHUNK = 1 << 16    # values per piece of SGD's update (256 KiB of float32 per array)
+
+
+def sgd_update(p, g, b, lr: float, momentum: float, weight_decay: float, nesterov: bool):
+    """One SGD step, in place, on arrays (or matching views): the formulas of SGD's docstring.
+    b is the momentum buffer (None without momentum)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        b *= momentum
+        b += g
+        g = g + momentum * b if nesterov else b
+    p -= lr * g
 
 
 class SGD:
@@ -15,6 +32,12 @@ class SGD:
         g = grad + weight_decay * p          (decay joins the gradient before momentum)
         b = momentum * b + g                 (b = g at the first step)
         p = p - lr * (g + momentum * b if nesterov else b)
+
+    The buffer starts at zero, so that the first step's b = momentum * 0 + g is g exactly.
+    On the CPU, step() runs sgd_update on pieces of CHUNK values, each piece's operations back
+    to back while it is in cache, instead of whole-array passes that each stream every
+    parameter, gradient and buffer from memory (`python bench/bench_optim.py`); the result
+    is the same, bit for bit (tests/test_optim.py).
     """
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0,
@@ -26,17 +49,18 @@ class SGD:
         self.buffers = [None] * len(self.params)
 
     def step(self):
+        options = (self.lr, self.momentum, self.weight_decay, self.nesterov)
         for i, p in enumerate(self.params):
-            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
-            if self.momentum:
-                b = self.buffers[i]
-                if b is None:
-                    b = self.buffers[i] = g.copy()
-                else:
-                    b *= self.momentum
-                    b += g
-                g = g + self.momentum * b if self.nesterov else b
-            p.data -= self.lr * g
+            xp = get_xp(p.data)
+            if self.momentum and self.buffers[i] is None:
+                self.buffers[i] = xp.zeros_like(p.data)
+            arrays = (p.data, p.grad, self.buffers[i])
+            if xp is not np or not all(a is None or a.flags.c_contiguous for a in arrays):
+                sgd_update(*arrays, *options)                   # whole arrays
+                continue
+            flat = [None if a is None else a.reshape(-1) for a in arrays]   # views
+            for lo in range(0, p.data.size, CHUNK):
+                sgd_update(*(None if a is None else a[lo:lo + CHUNK] for a in flat), *options)
 
     def state_dict(self) -> dict:
         return {f"momentum.{i}": b for i, b in enumerate(self.buffers) if b is not None}

@@ -66,21 +66,42 @@ def _strided_sum(xp, parts, out=None):
     return out
 
 
+def avgpool2d_backward_reference(dout, cache):
+    """dL/dx[n, c, k*y + i, k*x + j] = dout[n, c, y, x] / k^2: k*k strided copies."""
+    xp = get_xp(dout)
+    k = cache.kernel
+    dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
+    for i in range(k):
+        for j in range(k):
+            dx[:, :, i::k, j::k] = dout * (1.0 / (k * k))
+    return dx
+
+
+def _spread(xp, k: int, OW: int, dtype):
+    """(OW, k * W) matrix, W = k OW: row x holds 1/k^2 at columns i W + k x + j (i, j < k)."""
+    W = k * OW
+    u = xp.zeros((OW, k, W), dtype=dtype)
+    for j in range(k):
+        u[xp.arange(OW), :, k * xp.arange(OW) + j] = 1.0 / (k * k)
+    return u.reshape(OW, k * W)
+
+
 def avgpool2d_backward(dout, cache):
-    """dL/dx[n, c, k*y + i, k*x + j] = dout[n, c, y, x] / k^2."""
+    """avgpool2d_backward_reference's result, as one matrix product.
+
+    The k rows k y .. k y + k - 1 of dx lie one after the other in memory, so with dout as
+    rows of OW values and dx as rows of k W values, dx = dout @ U (U from _spread: each value
+    of dout times 1/k^2 into its window's k*k cells, plus products with zero). The reference's
+    k*k strided copies run an inner loop of only OW values each; the BLAS runs long rows on
+    every core (bench/bench_conv.py --pool). Exact for finite dout: the zeros add nothing.
+    """
     xp = get_xp(dout)
     N, C, H, W = cache.x_shape
     k = cache.kernel
     check_dout(dout, (N, C, H // k, W // k))
     dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
-
-    def work(lo, hi):                                       # samples lo:hi
-        share = dout[lo:hi] * (1.0 / (k * k))               # (n, C, OH, OW), in cache
-        for i in range(k):
-            for j in range(k):
-                dx[lo:hi, :, i::k, j::k] = share
-
-    parallel.blocks(work, N, dout[0].nbytes, xp=xp)
+    d2 = xp.ascontiguousarray(dout).reshape(-1, W // k)     # (N C OH, OW)
+    xp.matmul(d2, _spread(xp, k, W // k, dout.dtype), out=dx.reshape(-1, k * W))
     return dx
 
 

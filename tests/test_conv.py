@@ -6,8 +6,9 @@ from hypothesis import given, settings, strategies as st
 from dsatgo_np import conv, parallel
 from dsatgo_np.conv import (conv2d_backward, conv2d_backward_reference, conv2d_forward,
                             conv2d_forward_reference)
-from dsatgo_np.pooling import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
-                               global_avgpool_forward, maxpool2d_backward, maxpool2d_forward)
+from dsatgo_np.pooling import (avgpool2d_backward, avgpool2d_backward_reference, avgpool2d_forward,
+                               global_avgpool_backward, global_avgpool_forward, maxpool2d_backward,
+                               maxpool2d_forward)
 from dsatgo_np.gradcheck import GradientCheckError, check_backward
 
 FAST = settings(max_examples=25, deadline=None)
@@ -58,6 +59,20 @@ def test_avgpool_gradient_matches_finite_differences(N, C, k, OH, OW, seed):
     dout = rng.standard_normal(out.shape)
     check_backward(lambda x: avgpool2d_forward(x, k)[0], {"x": x}, dout,
                    {"x": avgpool2d_backward(dout, cache)}, atol=ATOL)
+
+
+@FAST
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 6),
+       st.integers(1, 6), st.integers(0, 2**32 - 1))
+def test_avgpool_backward_matches_its_reference_bit_for_bit(N, C, k, OH, OW, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, k * OH, k * OW), dtype=np.float32)
+    out, cache = avgpool2d_forward(x, k)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    np.testing.assert_array_equal(avgpool2d_backward(dout, cache),
+                                  avgpool2d_backward_reference(dout, cache))
+    np.testing.assert_array_equal(avgpool2d_backward(dout[:, ::-1], cache),   # a strided dout
+                                  avgpool2d_backward_reference(dout[:, ::-1], cache))
 
 
 @FAST

@@ -238,10 +238,18 @@ def batchnorm_backward_static(dout, cache: BatchNormStats):
     m = T * x3.shape[0] * x3.shape[2]
     dgamma, dbeta, a, k2, k3 = _backward_coefficients(d3, x3, cache, m)
     a, k2, k3 = (_per_value(v, d3) for v in (a, k2, k3))   # (C*L,) each
-    shared = xp.multiply(x3.reshape(x3.shape[0], -1), k2)  # (B, C*L): k2 x[0] + k3
-    shared += k3
-    dx = xp.multiply(dout.reshape(T, x3.shape[0], -1), a)  # (T, B, C*L)
-    dx += shared
+    B = x3.shape[0]
+    x2, d3t = x3.reshape(B, -1), dout.reshape(T, B, -1)    # (B, C*L), (T, B, C*L)
+    dx = xp.empty_like(d3t)                                # (T, B, C*L)
+
+    def combine(lo, hi):                                   # samples lo:hi, every step
+        shared = xp.multiply(x2[lo:hi], k2)                # k2 x[0] + k3, in cache for all t
+        shared += k3
+        for t in range(T):
+            o = xp.multiply(d3t[t, lo:hi], a, out=dx[t, lo:hi])
+            o += shared
+
+    parallel.blocks(combine, B, x2[0].nbytes, BLOCK_BYTES, xp=xp)
     dt = dout.dtype
     return dx.reshape(dout.shape), {"weight": dgamma.astype(dt), "bias": dbeta.astype(dt)}
 

@@ -30,7 +30,7 @@ def linear_forward(x, weight, bias=None):
     if x.ndim != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {tuple(x.shape)} does not fit a weight of shape "
                          f"{tuple(weight.shape)}; expected [N, {weight.shape[1]}] (flatten first?)")
-    out = x @ weight.T
+    out = parallel.matmul(x, weight.T, xp=get_xp(x))
     if bias is not None:
         out += bias
     return out, LinearCache(x, weight, bias is not None)
@@ -38,10 +38,11 @@ def linear_forward(x, weight, bias=None):
 
 def linear_backward(dout, cache: LinearCache, need_dx: bool = True):
     """dout: [N, O] -> (dx [N, I] or None, {"weight": [O, I], "bias": [O]})."""
-    grads = {"weight": dout.T @ cache.x}              # dout/dW[o, i] = x[n, i]
+    xp = get_xp(dout)
+    grads = {"weight": parallel.matmul(dout.T, cache.x, xp=xp)}   # dout/dW[o, i] = x[n, i]
     if cache.has_bias:
         grads["bias"] = dout.sum(axis=0)
-    dx = dout @ cache.weight if need_dx else None     # dout/dx = W
+    dx = parallel.matmul(dout, cache.weight, xp=xp) if need_dx else None   # dout/dx = W
     return dx, grads
 
 

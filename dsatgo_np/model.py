@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conv, layers, pooling
+from . import conv, layers, parallel, pooling
 from .backend import get_backend, get_xp, to_device, to_numpy
 from .neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_rule
 
@@ -226,7 +226,9 @@ class Linear(Module):
         w = _cache(self).weight
         if self.static:                       # x[t] = x[0] for all t: dW = (sum_t dout[t])^T x[0]
             _, grads = layers.linear_backward(dout.sum(axis=0), self.cache, need_dx=False)
-            dx = (_fold(dout) @ w).reshape(T, B, -1) if need_dx else None
+            dx = None
+            if need_dx:
+                dx = parallel.matmul(_fold(dout), w, xp=get_xp(w)).reshape(T, B, -1)
         else:
             dx, grads = layers.linear_backward(_fold(dout), self.cache, need_dx)
             dx = None if dx is None else dx.reshape(T, B, -1)

@@ -126,6 +126,44 @@ def ranges(work, n: int, grain: int = 1, blas: bool = True, xp=np):
     return [first] + others
 
 
+# At or above this many multiply-adds, OpenBLAS runs a GEMM on its own threads (its
+# SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD); below it, on the calling thread.
+BLAS_THREADED_MACS = 65536 * 4
+# At or above this many, matmul() leaves the product to the BLAS's threads (see there).
+BLAS_OWN_MACS = 1 << 25
+
+
+def matmul(a, b, out=None, split: bool = False, xp=np):
+    """a @ b for 2-D arrays, without leaving the BLAS's threads spinning where it can.
+
+    OpenBLAS's threads spin for a while after each threaded GEMM, on the cores that this
+    module's threads need next: in the small CNN's training step, the neuron's and the
+    convolution's passes ran up to 2x slower after them (docs/PERFORMANCE.md, "The BLAS's
+    idle threads"). So only a product of at least BLAS_OWN_MACS multiply-adds (an MLP's
+    layers, where the BLAS's threads are 10-40 % faster than two one-thread GEMMs, and
+    whose serial element-wise passes leave the second core to them) runs on the BLAS's
+    threads; a smaller one (a readout layer: well under a millisecond) runs on one thread.
+    split=True shares the output's rows (or columns, if fewer) between this module's
+    threads instead, each running a one-thread GEMM: for a product that streams memory more
+    than it computes (average pooling's backward).
+    """
+    M, K = a.shape
+    N = b.shape[1]
+    macs = M * N * K
+    if xp is not np or macs < BLAS_THREADED_MACS or (macs >= BLAS_OWN_MACS and not split):
+        return xp.matmul(a, b, out=out)
+    if not split or threads() == 1:
+        with _blas_one_thread():
+            return xp.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((M, N), dtype=np.result_type(a, b))
+    if M >= N:
+        ranges(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), M, blas=False)
+    else:
+        ranges(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), N, blas=False)
+    return out
+
+
 def _run_piece(work, lo, hi):
     _inside.run = True
     try:

@@ -101,7 +101,8 @@ def avgpool2d_backward(dout, cache):
     check_dout(dout, (N, C, H // k, W // k))
     dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
     d2 = xp.ascontiguousarray(dout).reshape(-1, W // k)     # (N C OH, OW)
-    xp.matmul(d2, _spread(xp, k, W // k, dout.dtype), out=dx.reshape(-1, k * W))
+    parallel.matmul(d2, _spread(xp, k, W // k, dout.dtype), out=dx.reshape(-1, k * W),
+                    split=True, xp=xp)          # memory-bound: no need of the BLAS's threads
     return dx
 
 

@@ -181,3 +181,35 @@ def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**os.environ, "DSATGO_MALLOC": setting}, check=True)
         assert out.stdout.strip() == str(expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5),          # too small for the BLAS to thread
+                                   (300, 40, 50),      # medium: one BLAS thread
+                                   (9, 300, 200),      # medium, wide: split by columns
+                                   (400, 300, 300)])   # large: the BLAS's own threads
+@pytest.mark.parametrize("split", [False, True])
+def test_matmul_gives_the_product_whichever_way_it_runs(monkeypatch, shape, split):
+    monkeypatch.setattr(parallel, "BLAS_OWN_MACS", 20_000_000)
+    M, K, N = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((M, K)), rng.standard_normal((N, K)).T    # b: a transposed view
+    with threads(2):
+        np.testing.assert_allclose(parallel.matmul(a, b, split=split), a @ b, rtol=1e-12)
+        out = np.full((M, N), np.nan)
+        assert parallel.matmul(a, b, out=out, split=split) is out
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+
+
+def test_matmul_split_shares_rows_between_threads(monkeypatch):
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append((threading.get_ident(), a.shape, b.shape))
+        return real(a, b, out=out)
+    monkeypatch.setattr(np, "matmul", spy)
+    a, b = np.ones((600, 30)), np.ones((30, 40))
+    with threads(2):
+        parallel.matmul(a, b, split=True)
+    assert len({t for t, _, _ in seen}) == 2                              # both threads worked
+    assert sorted(s[1][0] for s in seen) == [300, 300] and all(s[2] == (30, 40) for s in seen)

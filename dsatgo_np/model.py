@@ -251,6 +251,9 @@ class Conv2d(Module):
             self._params["bias"] = Parameter(rng.uniform(-bound, bound, c_out).astype(dtype))
         self.stride, self.padding = stride, padding
 
+    def extra_repr(self):
+        return f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}"
+
     def forward(self, x):
         w = self._params["weight"].data
         _check_input("Conv2d", x, w, 5)

@@ -299,6 +299,7 @@ class BatchNorm(Module):
         self._buffers["running_mean"] = np.zeros(channels, dtype=dtype)
         self._buffers["running_var"] = np.ones(channels, dtype=dtype)
         self.momentum, self.eps = momentum, eps
+        self.cache, self.static = None, False
 
     def forward(self, x):
         gamma, beta = self._params["weight"].data, self._params["bias"].data
@@ -307,6 +308,7 @@ class BatchNorm(Module):
                              f"{tuple(x.shape)}; expected [T, B, {gamma.shape[0]}, ...]")
         T, B = x.shape[:2]
         if not self.training:
+            self.cache = None                              # nothing to differentiate
             stats = (gamma, beta, self._buffers["running_mean"], self._buffers["running_var"], self.eps)
             if is_static(x):                               # same input at every step
                 return get_xp(x).broadcast_to(layers.batchnorm_eval(x[0], *stats), x.shape)
@@ -325,6 +327,7 @@ class BatchNorm(Module):
         return out.reshape(x.shape)
 
     def backward(self, dout, need_dx: bool = True):
+        _cache(self)                          # raises if the forward ran in eval mode
         if self.static:
             dx, grads = layers.batchnorm_backward_static(dout, self.cache)
         else:

@@ -173,6 +173,12 @@ def test_clear_errors():
         dn.models.mlp([6, 3], f_C=1.0)
     with pytest.raises(ValueError, match="unknown neuron"):
         dn.models.mlp([6, 3], neuron="izhikevich")
+    bn = dn.model.BatchNorm(3)
+    x = np.ones((2, 4, 3), np.float32)
+    bn.forward(x)                                     # training: a cache to differentiate
+    bn.eval().forward(x)                              # eval: none, and the old one is dropped
+    with pytest.raises(RuntimeError, match="needs a forward in training mode"):
+        bn.backward(x)
 
 
 def test_corrupt_checkpoint(tmp_path):

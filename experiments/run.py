@@ -75,6 +75,10 @@ EXPERIMENTS = {
                                          method="ds-atgo"), 0)],
     # the lower peak rate that cnn-fmnist-long's per-epoch accuracies point to
     "cnn-fmnist-lr02": [("ds-atgo", dict(FMNIST_CNN, epochs=5, lr=0.02, method="ds-atgo"), 0)],
+    # session 4: the same rate for twice the epochs, which cnn-fmnist-lr02's still-rising
+    # accuracy pointed to
+    "cnn-fmnist-lr02-long": [("ds-atgo", dict(FMNIST_CNN, epochs=10, lr=0.02,
+                                              method="ds-atgo"), 0)],
     # the first attempt, 15 epochs with crop + flip: stopped after one epoch (too long for a
     # session at 687 s per epoch on one core)
     "cnn-fmnist-aug": [("ds-atgo", dict(FMNIST_CNN, epochs=15, augment=True, method="ds-atgo"),

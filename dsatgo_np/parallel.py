@@ -137,12 +137,12 @@ def matmul(a, b, out=None, split: bool = False, xp=np):
     """a @ b for 2-D arrays, without leaving the BLAS's threads spinning where it can.
 
     OpenBLAS's threads spin for a while after each threaded GEMM, on the cores that this
-    module's threads need next: in the small CNN's training step, the neuron's and the
-    convolution's passes ran up to 2x slower after them (docs/PERFORMANCE.md, "The BLAS's
-    idle threads"). So only a product of at least BLAS_OWN_MACS multiply-adds (an MLP's
-    layers, where the BLAS's threads are 10-40 % faster than two one-thread GEMMs, and
-    whose serial element-wise passes leave the second core to them) runs on the BLAS's
-    threads; a smaller one (a readout layer: well under a millisecond) runs on one thread.
+    module's threads need next: in the small CNN's training step, the neuron's, BatchNorm's
+    and the convolution's backward passes ran 1.4-1.7x slower after them (docs/PERFORMANCE.md,
+    "The BLAS's idle threads"). So only a product of at least BLAS_OWN_MACS multiply-adds
+    (an MLP's layers, which the BLAS's threads run faster than two one-thread GEMMs, and whose
+    serial element-wise passes leave the second core to them) runs on the BLAS's threads; a
+    smaller one (a readout layer: well under a millisecond) runs on one thread.
     split=True shares the output's rows (or columns, if fewer) between this module's
     threads instead, each running a one-thread GEMM: for a product that streams memory more
     than it computes (average pooling's backward).

@@ -1,0 +1,1 @@
+"""The CPU speed layer (filled in below)."""

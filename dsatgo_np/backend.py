@@ -13,6 +13,8 @@ try:  # cupy is optional: `pip install dsatgo_np[gpu]`
 except Exception:  # ImportError, or a CUDA library that fails to load
     _cupy = None
 
+BACKENDS = ("numpy", "cupy", "strict")     # strict: the CuPy stand-in of xp_strict.py, for tests
+
 
 def gpu_available() -> bool:
     """True when cupy imports and sees at least one GPU."""

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .backend import get_xp, to_numpy
-from .model import Spiking
+from .model import Conv2d, Linear, SEWBlock, Spiking
 
 THEOREM1_RATE = 0.5 * math.erfc(1 / math.sqrt(2))   # P(H >= mu + sigma) = 1 - Phi(1) = 0.158655
 
@@ -37,19 +37,77 @@ _NO_CACHE = ("no spiking layer holds a cache: run a forward pass in training mod
              "or set record=True on the layers in eval mode (diagnostics.record(net))")
 
 
-# --- finding the spiking layers ----------------------------------------------------------------
+# --- finding the spiking layers, and naming them ---------------------------------------------
+
+def _feeder(module) -> str | None:
+    """What a Linear or Conv2d computes, as a short label ("fc 784-512", "conv 32-64");
+    None for any other module. Kernels other than 3x3 and strides other than 1 are named."""
+    weight = getattr(module, "_params", {}).get("weight")
+    if isinstance(module, Linear):
+        n_out, n_in = weight.data.shape                      # (O, I)
+        return f"fc {n_in}-{n_out}"
+    if isinstance(module, Conv2d):
+        c_out, c_in, kh, kw = weight.data.shape              # (F, C, KH, KW)
+        label = f"conv {c_in}-{c_out}"
+        if (kh, kw) != (3, 3):
+            label += f" {kh}x{kw}"
+        if module.stride != 1:
+            label += f" stride {module.stride}"
+        return label
+    return None
+
+
+def layer_names(net) -> dict[str, str]:
+    """{module path: readable name} for every Spiking module of net, in network order.
+
+    The path joins the keys of the module tree with "." ("3" is the fourth module of a
+    Sequential, "3.main.2" a neuron inside the main path of a SEW block). The readable name
+    counts the spiking layers from 1 and says what feeds each one, the last Linear or Conv2d
+    before it; a neuron inside a residual block also names the block (counted from 1) and
+    its branch:
+
+        mlp([784, 512, 512, 10]):   "3" -> "spike 1 (fc 784-512)", "6" -> "spike 2 (fc 512-512)"
+        cnn():                      "2" -> "spike 1 (conv 1-32)", "6" -> "spike 2 (conv 32-64)"
+        sew_resnet(blocks=(1, 1), channels=(4, 8)):
+            "3.main.2" -> "spike 2 (block 1.main, conv 4-4)",
+            "4.shortcut.2" -> "spike 6 (block 2.shortcut, conv 4-8 1x1 stride 2)"
+    """
+    names: dict[str, str] = {}
+    state = {"feeder": None, "blocks": 0}
+
+    def walk(module, path, block):
+        if isinstance(module, Spiking):
+            where = [block] if block else []
+            if state["feeder"]:
+                where.append(state["feeder"])
+            detail = f" ({', '.join(where)})" if where else ""
+            names[path] = f"spike {len(names) + 1}{detail}"
+        state["feeder"] = _feeder(module) or state["feeder"]
+        if isinstance(module, SEWBlock):
+            state["blocks"] += 1
+            number = state["blocks"]
+        for key, child in module._children.items():
+            inner = block
+            if isinstance(module, SEWBlock):
+                inner = f"block {number}.{key}"          # key: main or shortcut
+            walk(child, f"{path}.{key}" if path else key, inner)
+
+    walk(net, "", "")
+    return names
+
 
 def spiking_layers(net) -> list[tuple[str, Spiking]]:
-    """Every Spiking module of net in network order, named by its path of child keys.
+    """Every Spiking module of net in network order, with its readable name (layer_names).
 
-    Names join the keys of the module tree with ".": "2" for the third module of a
-    Sequential, "3.main.2" for a neuron inside the main path of a SEW block.
+    The diagnostics below key their results by these names, so that logs and plots say
+    "spike 2 (fc 512-512)" where the module tree says "6".
     """
+    names = layer_names(net)
     found = []
 
     def walk(module, path):
         if isinstance(module, Spiking):
-            found.append((path, module))
+            found.append((names[path], module))
         for key, child in module._children.items():
             walk(child, f"{path}.{key}" if path else key)
 
@@ -103,7 +161,7 @@ def layer_stats(cache) -> dict:
 
 
 def collect(net) -> dict[str, dict]:
-    """layer_stats for every spiking layer that holds a cache, keyed by layer name."""
+    """layer_stats for every spiking layer that holds a cache, keyed by its readable name."""
     out = {name: layer_stats(layer.cache)
            for name, layer in spiking_layers(net) if layer.cache is not None}
     if not out:
@@ -233,7 +291,7 @@ def gaussian_window_share(s: float, k: float, theta: float, mu: float = 0.0) -> 
         Phi(x) = (1 + erf(x / sqrt 2)) / 2
 
     With theta = s (the adaptive threshold of a zero-mean layer) and k = 1 this gives
-    47.72 %, 24.17 %, 12.10 % at s = 1/2, 1, 2 (METHOD.md section 7).
+    47.72 %, 24.17 %, 12.10 % at s = 1/2, 1, 2 (docs/METHOD.md section 7).
     """
     s, k, theta, mu = float(s), float(k), float(theta), float(mu)
     if s <= 0 or k <= 0:

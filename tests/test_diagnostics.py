@@ -78,13 +78,13 @@ def test_recorder_averages_two_updates_weighted_by_batch():
     rec.update(net)
     sa, sb = dg.layer_stats(a), dg.layer_stats(b)
     summary = rec.summary()
-    assert list(summary) == ["0"] and summary["0"]["batches"] == 2
+    assert list(summary) == ["spike 1"] and summary["spike 1"]["batches"] == 2
     for key in dg.PER_STEP:
-        np.testing.assert_allclose(summary["0"][key], (6 * sa[key] + 12 * sb[key]) / 18)
+        np.testing.assert_allclose(summary["spike 1"][key], (6 * sa[key] + 12 * sb[key]) / 18)
     want = np.mean((6 * sa["firing_rate"] + 12 * sb["firing_rate"]) / 18)
-    assert summary["0"]["firing_rate_mean"] == pytest.approx(want)
+    assert summary["spike 1"]["firing_rate_mean"] == pytest.approx(want)
     assert json.loads(json.dumps(summary)) == summary                 # plain floats and lists
-    assert rec.means()["firing_rate"] == pytest.approx(summary["0"]["firing_rate_mean"])
+    assert rec.means()["firing_rate"] == pytest.approx(summary["spike 1"]["firing_rate_mean"])
     rec.reset()
     assert rec.summary() == {}
 
@@ -97,7 +97,7 @@ def test_recorder_equal_batches_is_plain_mean():
     rec.update(net)
     layer.cache = b
     rec.update(net)
-    got = rec.summary()["0"]
+    got = rec.summary()["spike 1"]
     sa, sb = dg.layer_stats(a), dg.layer_stats(b)
     for key in dg.PER_STEP:
         np.testing.assert_allclose(got[key], (sa[key] + sb[key]) / 2)
@@ -108,7 +108,8 @@ def test_collect_on_a_real_mlp_and_the_eval_mode_error():
     net = dn.models.mlp([20, 32, 24, 5], T=3, method="ds-atgo")
     net.forward(dn.encode.direct(x, 3))
     stats = dg.collect(net)
-    assert list(stats) == [name for name, _ in dg.spiking_layers(net)] == ["3", "6"]
+    names = ["spike 1 (fc 20-32)", "spike 2 (fc 32-24)"]
+    assert list(stats) == [name for name, _ in dg.spiking_layers(net)] == names
     for s in stats.values():
         assert s["firing_rate"].shape == (3,)
         assert np.all((s["firing_rate"] >= 0) & (s["firing_rate"] <= 1))
@@ -124,20 +125,36 @@ def test_collect_on_a_real_mlp_and_the_eval_mode_error():
         dg.collect(net)
     dg.record(net)
     net.forward(dn.encode.direct(x, 3))
-    assert list(dg.collect(net)) == ["3", "6"]
+    assert list(dg.collect(net)) == names
     dg.record(net, on=False)
     assert all(not layer.record for _, layer in dg.spiking_layers(net))
 
 
-def test_spiking_layer_names_follow_the_module_tree():
+def test_layer_names_say_what_feeds_each_spiking_layer():
     net = dn.models.sew_resnet(in_shape=(3, 8, 8), blocks=(1, 1), channels=(4, 8), head=8, T=2)
-    names = [name for name, _ in dg.spiking_layers(net)]
-    assert names == ["2", "3.main.2", "3.main.5", "4.main.2", "4.main.5", "4.shortcut.2", "8"]
+    names = dg.layer_names(net)
+    assert names == {
+        "2": "spike 1 (conv 3-4)",
+        "3.main.2": "spike 2 (block 1.main, conv 4-4)",
+        "3.main.5": "spike 3 (block 1.main, conv 4-4)",
+        "4.main.2": "spike 4 (block 2.main, conv 4-8 stride 2)",
+        "4.main.5": "spike 5 (block 2.main, conv 8-8)",
+        "4.shortcut.2": "spike 6 (block 2.shortcut, conv 4-8 1x1 stride 2)",
+        "8": "spike 7 (fc 8-8)",
+    }
+    # every path leads to a Spiking module, and spiking_layers pairs each name with it
+    found = dict(dg.spiking_layers(net))
+    for path, name in names.items():
+        holder, key = net._locate(path)
+        assert found[name] is holder._children[key]
+    assert dg.layer_names(dn.models.cnn(channels=(8, 16))) == {
+        "2": "spike 1 (conv 1-8)", "6": "spike 2 (conv 8-16)"}
+    assert dg.layer_names(Sequential(Spiking(T=2))) == {"0": "spike 1"}   # nothing feeds it
 
 
 def test_histograms_count_every_entry_and_keep_the_window_in_range():
     net, _ = net_with(make_cache(H_HAND, THETA_HAND, K_HAND))
-    h = dg.histograms(net, bins=10)["0"]
+    h = dg.histograms(net, bins=10)["spike 1"]
     assert h["edges"].shape == (11,) and h["counts"].shape == (2, 10)
     np.testing.assert_array_equal(h["counts"].sum(axis=1), [6, 6])
     np.testing.assert_allclose(h["theta"], THETA_HAND)
@@ -148,7 +165,7 @@ def test_histograms_count_every_entry_and_keep_the_window_in_range():
 @pytest.mark.parametrize("s, fixed, dynamic", [(0.5, 47.72, 26.00), (1.0, 24.17, 24.17),
                                                (2.0, 12.10, 21.30)])
 def test_gaussian_window_share_reproduces_method_table(s, fixed, dynamic):
-    """METHOD.md section 7 (paper Fig. 5): theta = s, k = 1 or k = 1 + tanh(s - 1)."""
+    """docs/METHOD.md section 7 (paper Fig. 5): theta = s, k = 1 or k = 1 + tanh(s - 1)."""
     assert 100 * dg.gaussian_window_share(s, 1.0, s) == pytest.approx(fixed, abs=0.01)
     k = float(dn.surrogate.dynamic_width(s))
     assert 100 * dg.gaussian_window_share(s, k, s) == pytest.approx(dynamic, abs=0.01)
@@ -193,6 +210,7 @@ def test_each_plot_writes_a_png(tmp_path, run_data):
         plots.plot_firing_rates_per_step(summaries["ds-atgo"], tmp_path / "frt.png"),
         plots.plot_grad_share(summaries, tmp_path / "gs.png"),
         plots.plot_membrane_histograms(hists, tmp_path / "hist.png"),
+        plots.plot_membrane_steps(hists, tmp_path / "steps.png"),
         plots.plot_window_share(tmp_path / "ws.png"),
         plots.plot_training_curves([{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3},
                                     {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6,
@@ -201,6 +219,68 @@ def test_each_plot_writes_a_png(tmp_path, run_data):
     ]
     for p in paths:
         assert is_png(p)
+
+
+def one_epoch_with_batches(n=50):
+    """A metrics row as the training command writes it, with its per-batch points."""
+    steps = list(range(n))
+    loss = [2.0 - 1.5 * i / n for i in steps]
+    return {"epoch": 1, "train_loss": 1.2, "train_acc": 0.6, "test_acc": 0.7, "firing_rate": 0.16,
+            "batches": {"step": steps, "loss": loss, "accuracy": [0.1 + 0.8 * i / n for i in steps]}}
+
+
+def test_one_epoch_draws_a_curve_over_its_batches():
+    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("matplotlib")
+    row = one_epoch_with_batches(50)
+    loss_ax, acc_ax, rate_ax = training_axes = plots.training_curves_figure([row]).axes
+    raw, smooth = loss_ax.lines[:2]                  # faint per-batch values, then their mean
+    np.testing.assert_array_equal(raw.get_xdata(), row["batches"]["step"])
+    np.testing.assert_allclose(raw.get_ydata(), row["batches"]["loss"])
+    n = 50 // 40                                     # running mean over this many batches
+    want = [np.mean(row["batches"]["loss"][max(0, i + 1 - n):i + 1]) for i in range(50)]
+    np.testing.assert_allclose(smooth.get_ydata(), want)
+    np.testing.assert_allclose(acc_ax.lines[0].get_ydata(),
+                               [100 * a for a in row["batches"]["accuracy"]])   # in percent
+    test_point = acc_ax.lines[-1]                    # test accuracy at the end of the epoch
+    assert list(test_point.get_xdata()) == [50] and list(test_point.get_ydata()) == [70.0]
+    for ax in training_axes:                         # the whole epoch in view, not one point
+        assert ax.get_xlim()[0] <= 0 and ax.get_xlim()[1] >= 50
+
+
+def test_running_mean_of_the_batch_curve():
+    plots = pytest.importorskip("dsatgo_np.plots")
+    np.testing.assert_allclose(plots._smooth([1.0, 3.0, 5.0, 7.0], 2), [1.0, 2.0, 4.0, 6.0])
+
+
+def test_epochs_without_batches_fall_back_to_epoch_points():
+    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("matplotlib")
+    rows = [{"epoch": 1, "train_loss": 2.0, "test_acc": 0.5},
+            {"epoch": 2, "train_loss": 1.0, "test_acc": 0.6}]
+    loss_ax, acc_ax = plots.training_curves_figure(rows).axes
+    assert list(loss_ax.lines[0].get_xdata()) == [1, 2]
+    assert list(acc_ax.lines[0].get_ydata()) == [50.0, 60.0]
+    one = plots.training_curves_figure(rows[:1]).axes[0]
+    lo, hi = one.get_xlim()
+    assert lo <= 0.5 and hi >= 1.5                   # one epoch: a point in a readable range
+    # a run resumed from an older log mixes rows with and without batches: epoch points
+    mixed = [rows[0], dict(one_epoch_with_batches(), epoch=2)]
+    assert plots._per_batch(mixed) is None
+
+
+def test_lines_use_the_colour_blind_safe_palette_without_yellow(run_data):
+    plots = pytest.importorskip("dsatgo_np.plots")
+    colors = pytest.importorskip("matplotlib.colors")
+    summary = {f"spike {i + 1}": st for i, st in
+               enumerate(list(run_data[0]["ds-atgo"].values()) * 5)}      # 10 layers
+    ax = plots.firing_rates_per_step_figure(summary).axes[0]
+    layer_lines = [line for line in ax.lines if line.get_label().startswith("spike")]
+    assert len(layer_lines) == 10
+    styles = {(colors.to_hex(line.get_color()), line.get_linestyle()) for line in layer_lines}
+    assert len(styles) == 10                         # every layer drawn differently
+    assert all(c in [p.lower() for p in plots.PALETTE] for c, _ in styles)
+    assert "#f0e442" not in {p.lower() for p in plots.PALETTE}     # Okabe-Ito's yellow
 
 
 def test_plot_run_tolerates_missing_keys(tmp_path, run_data):

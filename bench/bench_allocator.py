@@ -1,4 +1,4 @@
-"""What dsatgo_np.allocator's malloc tuning buys: a large LIF layer's forward and backward, timed
+"""What dsatgo_np.fast.allocator's malloc tuning buys: a large LIF layer's forward and backward, timed
 in two fresh processes, one with the tuning (the default) and one with DSATGO_MALLOC=system.
 
     PYTHONPATH=. python bench/bench_allocator.py [--shape 4,32,128,32,32] [--repeat 5]
@@ -20,6 +20,9 @@ def child(shape, repeat):
 
     import dsatgo_np as dn
     from dsatgo_np import neuron
+    from dsatgo_np.fast import allocator, parallel
+    from dsatgo_np.fast import neuron as fast_neuron
+    tuned = allocator.keep_freed_memory()          # a no-op under DSATGO_MALLOC=system
     rng = np.random.default_rng(0)
     X = rng.normal(0.2, 1.0, shape).astype(np.float32)
     dS = np.ones_like(X)
@@ -29,16 +32,15 @@ def child(shape, repeat):
     for i in range(repeat + 1):
         rule = neuron.make_rule(cfg, lam, True, g=np.asarray(1.0, np.float32))
         t0 = time.perf_counter()
-        S, cache = neuron.lif_forward(X, lam, rule)
+        S, cache = fast_neuron.lif_forward(X, lam, rule)
         t1 = time.perf_counter()
-        neuron.lif_backward(dS, cache, need_dlam=False)
+        fast_neuron.lif_backward(dS, cache, need_dlam=False)
         t2 = time.perf_counter()
         del S, cache
         if i:
             best["forward"] = min(best["forward"], t1 - t0)
             best["backward"] = min(best["backward"], t2 - t1)
-    tuned = dn.allocator.keep_freed_memory()
-    print(f"malloc tuned: {str(tuned):5}  threads: {dn.parallel.threads()}  "
+    print(f"malloc tuned: {str(tuned):5}  threads: {parallel.threads()}  "
           f"LIF forward {best['forward'] * 1e3:6.1f} ms  backward {best['backward'] * 1e3:6.1f} ms")
 
 

@@ -6,12 +6,12 @@
 FLOPs: forward 2*N*F*C*KH*KW*OH*OW; backward twice that (dW and dx), once when need_dx=False.
 Each time is the best of --repeat runs after one warm-up. When torch is importable, the same
 shapes run through torch.nn.functional.conv2d (forward + autograd backward) for comparison.
---dx-methods also times the three ways to get dL/dx at stride 1: col2im (conv._conv_dx_col2im,
-the general path), col2im over wide rows (conv._conv_dx_s1, what conv2d_backward uses when
+--dx-methods also times the three ways to get dL/dx at stride 1: col2im (fast/conv.py _conv_dx_col2im,
+the general path), col2im over wide rows (_conv_dx_s1, what conv2d_backward uses when
 F > C) and the forward conv with the flipped kernel (what it uses when F <= C).
 --pool also times average pooling's backward (2x2) on the networks' pooled shapes: the k*k
-strided copies of pooling.avgpool2d_backward_reference against the matrix product of
-pooling.avgpool2d_backward.
+the plain core's pooling.avgpool2d_backward against the matrix product of the fast
+fast/pooling.avgpool2d_backward.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from dsatgo_np import conv, pooling
+from dsatgo_np import pooling as plain_pooling
+from dsatgo_np.fast import conv
+from dsatgo_np.fast import pooling
 
 POOLED = [(256, 32, 28, 28), (256, 64, 14, 14), (128, 128, 32, 32), (128, 128, 16, 16)]
 
@@ -130,15 +132,15 @@ def main():
                 print(f"{str(x_shape):>20} {str(w_shape):>18}  col2im {col2im:7.1f} ms  "
                       f"wide {wide:7.1f} ms  flipped {flipped:7.1f} ms")
     if args.pool:
-        print("\naverage pooling 2x2, backward: strided copies (reference), matrix product")
+        print("\naverage pooling 2x2, backward: plain core (broadcast copy), fast (matrix product)")
         rng = np.random.default_rng(0)
         for x_shape in POOLED:
             x = rng.standard_normal(x_shape, dtype=np.float32)
             out, cache = pooling.avgpool2d_forward(x, 2)
             dout = rng.standard_normal(out.shape, dtype=np.float32)
-            ref = best_ms(lambda: pooling.avgpool2d_backward_reference(dout, cache), args.repeat)
+            ref = best_ms(lambda: plain_pooling.avgpool2d_backward(dout, cache), args.repeat)
             fast = best_ms(lambda: pooling.avgpool2d_backward(dout, cache), args.repeat)
-            print(f"{str(x_shape):>20}  copies {ref:7.2f} ms  matmul {fast:7.2f} ms  "
+            print(f"{str(x_shape):>20}  plain {ref:7.2f} ms  matmul {fast:7.2f} ms  "
                   f"{ref / fast:5.2f}x")
 
 

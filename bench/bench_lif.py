@@ -1,11 +1,11 @@
-"""Fast paths against their references: LIF forward/backward and tdBN, on the benchmark shapes.
+"""Fast kernels against the plain core: LIF forward/backward and tdBN, on the benchmark shapes.
 
     PYTHONPATH=. python bench/bench_lif.py [--repeat 5] [--block 65536] [--block-bytes 524288]
 
-For each shape, the median time of the plain reference (lif_forward_reference, ...) and of the
-fast path, interleaved call by call, and their ratio; float32, method ds-atgo for the neuron
+For each shape, the median time of the plain core (neuron.lif_forward, ...) and of the fast
+kernel (fast/neuron.py, fast/layers.py), interleaved call by call, and their ratio; float32, method ds-atgo for the neuron
 ("lif fwd v": vanilla, whose fixed threshold needs no statistics, to show what they cost).
---block / --block-bytes override neuron.BLOCK / layers.BLOCK_BYTES to try other block sizes.
+--block / --block-bytes override fast.neuron.BLOCK / fast.layers.BLOCK_BYTES to try other block sizes.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import time
 
 import numpy as np
 
-from dsatgo_np import layers, neuron
+from dsatgo_np import layers as plain_layers
+from dsatgo_np import neuron as plain_neuron
+from dsatgo_np.fast import layers, neuron
 from dsatgo_np.neuron import SpikeConfig, make_rule
 
 # [T*B, C, ...] activations of the benchmark networks (T = 4)
@@ -50,7 +52,7 @@ def main():
     rng = np.random.default_rng(0)
     print(f"neuron.BLOCK={neuron.BLOCK}, layers.BLOCK_BYTES={layers.BLOCK_BYTES}, float32, "
           f"median of {args.repeat}")
-    print(f"{'shape':<12} {'op':<10} {'reference ms':>12} {'fast ms':>9} {'speed-up':>9}")
+    print(f"{'shape':<12} {'op':<10} {'plain ms':>12} {'fast ms':>9} {'speed-up':>9}")
     for name, shape in SHAPES.items():
         x = (rng.standard_normal(shape) + 0.3).astype(np.float32)
         X = x.reshape((4, -1) + shape[1:])                        # (T, B, ...)
@@ -61,18 +63,18 @@ def main():
         dS = rng.standard_normal(X.shape).astype(np.float32)
         C = shape[1]
         g, b = np.ones(C, np.float32), np.zeros(C, np.float32)
-        _, c_ref, _, _ = layers.batchnorm_forward_reference(x, g, b)
+        _, c_ref, _, _ = plain_layers.batchnorm_forward(x, g, b)
         _, c_fast, _, _ = layers.batchnorm_forward(x, g, b)
         cases = {
-            "lif fwd": (lambda: neuron.lif_forward_reference(X, lam, rule),
+            "lif fwd": (lambda: plain_neuron.lif_forward(X, lam, rule),
                         lambda: neuron.lif_forward(X, lam, rule)),
-            "lif fwd v": (lambda: neuron.lif_forward_reference(X, lam, plain),
+            "lif fwd v": (lambda: plain_neuron.lif_forward(X, lam, plain),
                           lambda: neuron.lif_forward(X, lam, plain)),
-            "lif bwd": (lambda: neuron.lif_backward_reference(dS, cache, need_dlam=False),
+            "lif bwd": (lambda: plain_neuron.lif_backward(dS, cache, need_dlam=False),
                         lambda: neuron.lif_backward(dS, cache, need_dlam=False)),
-            "bn fwd": (lambda: layers.batchnorm_forward_reference(x, g, b),
+            "bn fwd": (lambda: plain_layers.batchnorm_forward(x, g, b),
                        lambda: layers.batchnorm_forward(x, g, b)),
-            "bn bwd": (lambda: layers.batchnorm_backward_reference(x, c_ref),
+            "bn bwd": (lambda: plain_layers.batchnorm_backward(x, c_ref),
                        lambda: layers.batchnorm_backward(x, c_fast)),
         }
         for op, (ref, fast) in cases.items():

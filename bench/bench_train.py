@@ -21,7 +21,7 @@ move from this run's own noise. A step is, for dsatgo_np,
 
 and for the torch peers zero_grad / forward / cross_entropy / backward / SGD.step; inference
 is the forward in eval mode (torch.inference_mode for the peers). Threads: --threads for every
-framework (torch.set_num_threads; dsatgo_np.parallel.set_threads, which shares the
+framework (torch.set_num_threads; dsatgo_np.fast.parallel.set_threads, which shares the
 element-wise work and the convolutions' sample chunks); NumPy's BLAS keeps its default (2
 here) unless --blas-threads.
 """
@@ -63,7 +63,9 @@ def make_step(framework: str, method: str, net_key: str, mode: str, threads: int
     x, y = batch(spec)
     if framework == "dsatgo_np":
         import dsatgo_np as dn
-        dn.parallel.set_threads(threads)
+        from dsatgo_np.fast import allocator, parallel
+        allocator.keep_freed_memory()                      # as the training command does
+        parallel.set_threads(threads)
         net = build_ours(spec, method)
         opt = dn.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         if mode == "infer":
@@ -125,10 +127,10 @@ def worker(framework, method, net_key, mode, threads):
 
 class Worker:
     def __init__(self, python, framework, method, net_key, mode, threads, blas_threads=None,
-                 tree=None, tag=""):
+                 tree=None, tag="", kernels="auto"):
         self.label = framework if framework != "dsatgo_np" else f"dsatgo_np{tag} {method}"
         self.framework = framework
-        env = dict(os.environ)
+        env = dict(os.environ, DSATGO_KERNELS=kernels)
         if blas_threads:
             env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(blas_threads)
         env["PYTHONPATH"] = os.pathsep.join([tree or os.path.dirname(HERE), HERE,
@@ -189,13 +191,16 @@ def _timed(fn):
 
 def run_case(args, net_key, mode, peers):
     spec = NETS[net_key]
-    specs = [("dsatgo_np", m, None, "") for m in args.methods]
+    specs = [("dsatgo_np", m, None, "", "auto") for m in args.methods]
+    if args.plain:                                         # the plain core on the CPU too
+        specs += [("dsatgo_np", m, None, " plain", "plain") for m in args.methods]
     for extra in args.extra_tree or []:                    # another checkout of dsatgo_np
         tag, path = extra.split("=", 1)
-        specs += [("dsatgo_np", m, os.path.abspath(path), f" ({tag})") for m in args.methods]
-    specs += [(fw, "-", None, "") for fw in peers]
+        specs += [("dsatgo_np", m, os.path.abspath(path), f" ({tag})", "auto")
+                  for m in args.methods]
+    specs += [(fw, "-", None, "", "auto") for fw in peers]
     workers = [Worker(args.python, fw, m, net_key, mode, args.threads, args.blas_threads,
-                      tree, tag) for fw, m, tree, tag in specs]
+                      tree, tag, kernels) for fw, m, tree, tag, kernels in specs]
     try:
         for w in workers:
             w.wait_ready()
@@ -275,6 +280,8 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--blas-threads", type=int, default=None,
                    help="OPENBLAS_NUM_THREADS / OMP_NUM_THREADS of every worker (default: unset)")
+    p.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time dsatgo_np with DSATGO_KERNELS=plain (rows 'dsatgo_np plain')")
     p.add_argument("--extra-tree", action="append", metavar="TAG=PATH",
                    help="also time the dsatgo_np of another checkout (e.g. with a patch applied)")
     p.add_argument("--python", default=sys.executable, help="interpreter of the workers")

@@ -9,7 +9,7 @@ a threaded BLAS call for its descheduled helper thread.
 
 --mlp instead times the MLP's five GEMMs (784-512-512, T=4, B=128) two ways, each way in a
 fresh process of its own (so that neither meets the other's idle BLAS threads): NumPy's
-matmul on OpenBLAS's two threads, and dsatgo_np.parallel.matmul(split=True), two one-thread
+matmul on OpenBLAS's two threads, and dsatgo_np.fast.parallel.matmul(split=True), two one-thread
 GEMMs on dsatgo_np's threads. The gap is why parallel.matmul leaves products of at least
 BLAS_OWN_MACS multiply-adds to the BLAS's threads.
 """
@@ -41,7 +41,7 @@ print(f"torch  {th} thread(s): {per_call(lambda: ta @ tb):6.2f} ms per 128x576x1
 
 MLP_CODE = """
 import sys, time, numpy as np
-from dsatgo_np import parallel
+from dsatgo_np.fast import parallel
 way, repeat = sys.argv[1], int(sys.argv[2])
 r = np.random.default_rng(0)
 f = lambda *s: r.standard_normal(s).astype(np.float32)

@@ -99,12 +99,11 @@ def main():
     if args.threads:
         from threadpoolctl import threadpool_limits
 
-        import dsatgo_np
+        from dsatgo_np.fast import parallel
         threadpool_limits(args.threads)
-        dsatgo_np.parallel.set_threads(args.threads)
-    import dsatgo_np
-    print(f"threads: {dsatgo_np.parallel.threads()}, malloc tuned: "
-          f"{dsatgo_np.allocator.keep_freed_memory()}")
+        parallel.set_threads(args.threads)
+    from dsatgo_np.fast import allocator, parallel
+    print(f"threads: {parallel.threads()}, malloc tuned: {allocator.keep_freed_memory()}")
     for key in args.nets.split(","):
         profile(key, args.method, args.steps, args.by_layer)
 

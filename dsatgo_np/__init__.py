@@ -6,12 +6,16 @@
     loss, dout = dn.losses.cross_entropy(out, y)
     net.zero_grad(); net.backward(dout); opt.step()
 """
-from . import allocator
-from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, layers, losses, model,  # noqa: F401
-               models, neuron, optim, parallel, pooling, surrogate, threshold)
+import os as _os
+
+from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, kernels,  # noqa: F401
+               layers, losses, model, models, neuron, optim, pooling, surrogate, threshold)
 from .backend import get_xp, to_numpy  # noqa: F401
+from .kernels import set_kernels  # noqa: F401
 from .neuron import METHODS, SpikeConfig  # noqa: F401
 
-allocator.keep_freed_memory()     # reuse freed arrays instead of page-faulting every step
+if _os.environ.get("DSATGO_MALLOC", "").strip().lower() == "keep":   # an explicit opt-in
+    from .fast import allocator as _allocator
+    _allocator.keep_freed_memory()
 
 __version__ = "0.1.0"

@@ -1,18 +1,23 @@
 """The thin stateful shell: parameters, buffers, train/eval, Sequential, state dicts.
 
 Modules hold what persists (weights, BatchNorm statistics, running thresholds) and the cache
-of their last forward; the arithmetic lives in the pure functions of layers.py, conv.py and
-neuron.py. Every module maps [T, B, ...] to [T, B, ...]; stateless layers fold time into the
-batch, [T, B, ...] -> [T * B, ...], so one matrix product serves every step.
+of their last forward; the arithmetic lives in the pure functions of neuron.py, layers.py,
+conv.py and pooling.py, which each module calls through the kernel table of its input's array
+module (kernels.py: the plain core, or its fast CPU or GPU versions). Every module maps
+[T, B, ...] to [T, B, ...]; stateless layers fold time into the batch, [T, B, ...] ->
+[T * B, ...], so one matrix product serves every step.
 """
 from __future__ import annotations
 
+import math
+import numbers
 
 import numpy as np
 
-from . import conv, layers, parallel, pooling
+from . import kernels, layers, pooling
 from .backend import get_backend, get_xp, to_device, to_numpy
-from .neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_rule
+from .neuron import SpikeConfig, make_rule, replay_rule
+from .threshold import update_running
 
 
 class Parameter:
@@ -141,7 +146,10 @@ class Module:
             raise ValueError("state dict does not fit this model (another architecture, "
                              f"method or T?): missing {missing[:6]}, unexpected {unexpected[:6]}")
         for name in expected:
-            value = np.asarray(state[name])
+            value = to_numpy(state[name])
+            if value.dtype.kind not in "biuf":              # complex, strings, objects
+                raise TypeError(f"state dict entry {name!r} has dtype {value.dtype}; a model "
+                                "holds real numbers only: was the file written by dsatgo_np?")
             holder, key = self._locate(name)
             current = holder._params[key].data if key in holder._params else holder._buffers[key]
             if value.shape != current.shape:
@@ -179,10 +187,17 @@ def _kept(module, cache):
 
 
 def _cache(module):
-    if module.cache is None:
+    if getattr(module, "cache", None) is None:
         raise RuntimeError(f"{type(module).__name__}.backward needs a forward in training mode "
-                           "first (eval mode keeps no cache): call net.train()")
+                           "first (eval mode keeps no cache): call net.train(), then "
+                           "net.forward(x), then net.backward(dout)")
     return module.cache
+
+
+def _check_size(layer, **sizes):
+    for name, value in sizes.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{layer}: {name} must be a whole number >= 1, got {value!r}")
 
 
 def _check_input(name, x, weight, ndim):
@@ -202,7 +217,9 @@ class Linear(Module):
 
     def __init__(self, n_in: int, n_out: int, bias: bool = True, rng=None, dtype="float32"):
         super().__init__()
+        _check_size("Linear", n_in=n_in, n_out=n_out)
         rng = rng or np.random.default_rng(0)
+        self.cache = None
         bound = 1.0 / np.sqrt(n_in)                       # PyTorch's default uniform init
         self._params["weight"] = Parameter(rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype))
         if bias:
@@ -214,8 +231,9 @@ class Linear(Module):
         b = self._params["bias"].data if "bias" in self._params else None
         self.static = is_static(x)
         T, B = x.shape[:2]
+        self.kernels = kernels.of(x)
         # A direct-encoded input is the same at every step: compute once, broadcast over T.
-        out, cache = layers.linear_forward(x[0] if self.static else _fold(x), w, b)
+        out, cache = self.kernels.linear_forward(x[0] if self.static else _fold(x), w, b)
         self.cache = _kept(self, cache)
         if self.static:
             return get_xp(out).broadcast_to(out, (T,) + out.shape)
@@ -223,14 +241,14 @@ class Linear(Module):
 
     def backward(self, dout, need_dx: bool = True):
         T, B = dout.shape[:2]
-        w = _cache(self).weight
+        w, K = _cache(self).weight, self.kernels
         if self.static:                       # x[t] = x[0] for all t: dW = (sum_t dout[t])^T x[0]
-            _, grads = layers.linear_backward(dout.sum(axis=0), self.cache, need_dx=False)
+            _, grads = K.linear_backward(dout.sum(axis=0), self.cache, need_dx=False)
             dx = None
             if need_dx:
-                dx = parallel.matmul(_fold(dout), w, xp=get_xp(w)).reshape(T, B, -1)
+                dx = K.matmul(_fold(dout), w).reshape(T, B, -1)       # (T, B, I)
         else:
-            dx, grads = layers.linear_backward(_fold(dout), self.cache, need_dx)
+            dx, grads = K.linear_backward(_fold(dout), self.cache, need_dx)
             dx = None if dx is None else dx.reshape(T, B, -1)
         for k, g in grads.items():
             self._params[k].add_grad(g)
@@ -243,7 +261,9 @@ class Conv2d(Module):
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1,
                  padding: int = 1, bias: bool = False, rng=None, dtype="float32"):
         super().__init__()
+        _check_size("Conv2d", c_in=c_in, c_out=c_out, kernel=kernel, stride=stride)
         rng = rng or np.random.default_rng(0)
+        self.cache = None
         bound = 1.0 / np.sqrt(c_in * kernel * kernel)
         self._params["weight"] = Parameter(
             rng.uniform(-bound, bound, (c_out, c_in, kernel, kernel)).astype(dtype))
@@ -260,8 +280,9 @@ class Conv2d(Module):
         b = self._params["bias"].data if "bias" in self._params else None
         self.static = is_static(x)
         T, B = x.shape[:2]
-        out, cache = conv.conv2d_forward(x[0] if self.static else _fold(x), w, b,
-                                         stride=self.stride, padding=self.padding)
+        self.kernels = kernels.of(x)
+        out, cache = self.kernels.conv2d_forward(x[0] if self.static else _fold(x), w, b,
+                                                 stride=self.stride, padding=self.padding)
         self.cache = _kept(self, cache)
         if self.static:
             return get_xp(out).broadcast_to(out, (T,) + out.shape)
@@ -270,14 +291,15 @@ class Conv2d(Module):
     def backward(self, dout, need_dx: bool = True):
         T, B = dout.shape[:2]
         _cache(self)                          # raises if the forward ran in eval mode
+        K = self.kernels
         if self.static:                       # x[t] = x[0] for all t: dW from sum_t dout[t]
-            _, grads = conv.conv2d_backward(dout.sum(axis=0), self.cache, need_dx=False)
+            _, grads = K.conv2d_backward(dout.sum(axis=0), self.cache, need_dx=False)
             dx = None
             if need_dx:                       # dL/dx[t] differs per step: one pass per step
-                dx = get_xp(dout).stack([conv.conv2d_backward(dout[t], self.cache)[0]
+                dx = get_xp(dout).stack([K.conv2d_backward(dout[t], self.cache)[0]
                                          for t in range(T)])
         else:
-            dx, grads = conv.conv2d_backward(_fold(dout), self.cache, need_dx=need_dx)
+            dx, grads = K.conv2d_backward(_fold(dout), self.cache, need_dx=need_dx)
             dx = None if dx is None else dx.reshape((T, B) + dx.shape[1:])
         for k, g in grads.items():
             self._params[k].add_grad(g)
@@ -294,6 +316,12 @@ class BatchNorm(Module):
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5,
                  scale: float = 1.0, dtype="float32"):
         super().__init__()
+        _check_size("BatchNorm", channels=channels)
+        for name, value, ok in (("momentum", momentum, 0 <= momentum <= 1), ("eps", eps, eps > 0),
+                                ("scale", scale, math.isfinite(scale))):
+            if not ok:
+                raise ValueError(f"BatchNorm: {name}={value!r} is out of range (momentum in "
+                                 "[0, 1], eps > 0, a finite scale)")
         self._params["weight"] = Parameter(np.full(channels, scale, dtype=dtype))
         self._params["bias"] = Parameter(np.zeros(channels, dtype=dtype))
         self._buffers["running_mean"] = np.zeros(channels, dtype=dtype)
@@ -306,32 +334,42 @@ class BatchNorm(Module):
         if x.ndim < 3 or x.shape[2] != gamma.shape[0]:
             raise ValueError(f"BatchNorm over {gamma.shape[0]} channels got input of shape "
                              f"{tuple(x.shape)}; expected [T, B, {gamma.shape[0]}, ...]")
-        T, B = x.shape[:2]
+        self.kernels = K = kernels.of(x)
         if not self.training:
             self.cache = None                              # nothing to differentiate
             stats = (gamma, beta, self._buffers["running_mean"], self._buffers["running_var"], self.eps)
             if is_static(x):                               # same input at every step
-                return get_xp(x).broadcast_to(layers.batchnorm_eval(x[0], *stats), x.shape)
-            return layers.batchnorm_eval(_fold(x), *stats).reshape(x.shape)
+                return get_xp(x).broadcast_to(K.batchnorm_eval(x[0], *stats), x.shape)
+            return K.batchnorm_eval(_fold(x), *stats).reshape(x.shape)
         # A direct-encoded input is the same at every step, and so are its statistics over
         # time and batch: normalise x[0] once and broadcast, as the Linear/Conv before it does.
         self.static = is_static(x)
         x0 = x[0] if self.static else _fold(x)
-        out, self.cache, mean, var = layers.batchnorm_forward(x0, gamma, beta, self.eps)
+        out, self.cache, mean, var = K.batchnorm_forward(x0, gamma, beta, self.eps)
         m = x.size // x.shape[2]                           # values per channel, over T too
-        rm, rv, mom = self._buffers["running_mean"], self._buffers["running_var"], self.momentum
-        self._buffers["running_mean"] = (1 - mom) * rm + mom * mean
-        self._buffers["running_var"] = (1 - mom) * rv + mom * var * (m / max(m - 1, 1))
+        self.update_running_stats(mean, var, m)
         if self.static:
             return get_xp(out).broadcast_to(out, x.shape)
         return out.reshape(x.shape)
 
+    def update_running_stats(self, mean, var, m: int):
+        """PyTorch's BatchNorm update, momentum on the new value and the unbiased variance:
+
+            running_mean <- (1 - momentum) running_mean + momentum mean
+            running_var  <- (1 - momentum) running_var  + momentum var m / (m - 1)
+
+        mean, var: the batch's (C,) statistics, var biased; m values per channel.
+        """
+        rm, rv, mom = self._buffers["running_mean"], self._buffers["running_var"], self.momentum
+        self._buffers["running_mean"] = (1 - mom) * rm + mom * mean
+        self._buffers["running_var"] = (1 - mom) * rv + mom * var * (m / max(m - 1, 1))
+
     def backward(self, dout, need_dx: bool = True):
         _cache(self)                          # raises if the forward ran in eval mode
         if self.static:
-            dx, grads = layers.batchnorm_backward_static(dout, self.cache)
+            dx, grads = self.kernels.batchnorm_backward_static(dout, self.cache)
         else:
-            dx, grads = layers.batchnorm_backward(_fold(dout), self.cache)
+            dx, grads = self.kernels.batchnorm_backward(_fold(dout), self.cache)
             dx = dx.reshape(dout.shape)
         for k, g in grads.items():
             self._params[k].add_grad(g)
@@ -353,6 +391,13 @@ class Spiking(Module):
         super().__init__()
         if neuron not in ("lif", "plif"):
             raise ValueError(f"unknown neuron {neuron!r}: choose 'lif' or 'plif'")
+        _check_size("Spiking", T=T)
+        # PLIF stores w = logit(lam), which needs 0 < lam < 1; a fixed LIF decay may reach 0 or 1.
+        inside = (0 < lam < 1) if neuron == "plif" else (0 <= lam <= 1)
+        if not (isinstance(lam, numbers.Real) and inside):
+            raise ValueError(f"decay lam={lam!r} is out of range for a {neuron.upper()} neuron: "
+                             + ("PLIF needs 0 < lam < 1" if neuron == "plif"
+                                else "LIF needs 0 <= lam <= 1 (lam > 1 makes V grow)"))
         self.config = config or SpikeConfig()
         self.neuron, self.T, self.scale_from = neuron, T, scale_from
         if neuron == "plif":   # w = -ln((1 - lam) / lam), so sigmoid(w) = lam (-ln 4 for 0.2)
@@ -394,16 +439,21 @@ class Spiking(Module):
             rule = replay_rule(*self.frozen)
         else:
             rule = make_rule(cfg, lam, self.training, self._buffers["running_threshold"], g)
-        S, cache = lif_forward(x, lam, rule, cfg.smooth, cfg.detach_reset,
-                               cfg.threshold_grad and cfg.adaptive and self.frozen is None, cfg.f_c)
+        # threshold_grad has a term only where theta = f_c (mu + sigma) of this H: a fixed,
+        # estimated, running or replayed threshold does not depend on H.
+        through_theta = cfg.threshold_grad and getattr(rule, "theta_depends_on_h", False)
+        self.kernels = kernels.of(x)
+        S, cache = self.kernels.lif_forward(x, lam, rule, cfg.smooth, cfg.detach_reset,
+                                            through_theta, cfg.f_c)
         if self.training and cfg.adaptive and cfg.threshold == "measured":
-            r = self._buffers["running_threshold"]
-            self._buffers["running_threshold"] = (1 - cfg.momentum) * r + cfg.momentum * cache.theta
+            self._buffers["running_threshold"] = update_running(
+                self._buffers["running_threshold"], cache.theta, cfg.momentum)
         self.cache = cache if (self.training or self.record) else None
         return S
 
     def backward(self, dout, need_dx: bool = True):
-        dx, dlam = lif_backward(dout, self.cache, need_dlam=self.neuron == "plif")
+        _cache(self)                          # raises if the forward ran in eval mode
+        dx, dlam = self.kernels.lif_backward(dout, self.cache, need_dlam=self.neuron == "plif")
         if self.neuron == "plif":
             lam = self.cache.lam
             self._params["w"].add_grad(dlam * lam * (1 - lam))     # dsigmoid(w)/dw = lam (1 - lam)
@@ -419,11 +469,12 @@ class AvgPool2d(Module):
 
     def forward(self, x):
         T, B = x.shape[:2]
-        out, self.cache = pooling.avgpool2d_forward(_fold(x), self.kernel)
+        self.kernels = kernels.of(x)
+        out, self.cache = self.kernels.avgpool2d_forward(_fold(x), self.kernel)
         return out.reshape((T, B) + out.shape[1:])
 
     def backward(self, dout, need_dx: bool = True):
-        dx = pooling.avgpool2d_backward(_fold(dout), self.cache)
+        dx = self.kernels.avgpool2d_backward(_fold(dout), _cache(self))
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -438,7 +489,7 @@ class MaxPool2d(Module):
         return out.reshape((T, B) + out.shape[1:])
 
     def backward(self, dout, need_dx: bool = True):
-        dx = pooling.maxpool2d_backward(_fold(dout), self.cache)
+        dx = pooling.maxpool2d_backward(_fold(dout), _cache(self))
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -451,7 +502,7 @@ class GlobalAvgPool(Module):
         return out.reshape(T, B, -1)
 
     def backward(self, dout, need_dx: bool = True):
-        dx = pooling.global_avgpool_backward(_fold(dout), self.cache)
+        dx = pooling.global_avgpool_backward(_fold(dout), _cache(self))
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -463,6 +514,9 @@ class Flatten(Module):
         return x.reshape(x.shape[0], x.shape[1], -1)
 
     def backward(self, dout, need_dx: bool = True):
+        if getattr(self, "shape", None) is None:
+            raise RuntimeError("Flatten.backward needs a forward first: call net.forward(x), "
+                               "then net.backward(dout)")
         return dout.reshape(self.shape)
 
 
@@ -471,15 +525,19 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int = 0):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
-        self.p, self.rng = p, np.random.default_rng(seed)
+        if not (isinstance(p, numbers.Real) and 0 <= p < 1):
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p!r}")
+        self.p, self.seed, self.keep = p, seed, None
+        self.rngs = {}           # one generator per array module: masks are drawn where x lives
 
     def forward(self, x):
         self.keep = None
         if not self.training or self.p == 0:
             return x
-        out, self.keep = layers.dropout_forward(x, self.p, self.rng)
+        xp = get_xp(x)
+        if xp.__name__ not in self.rngs:
+            self.rngs[xp.__name__] = xp.random.default_rng(self.seed)
+        out, self.keep = layers.dropout_forward(x, self.p, self.rngs[xp.__name__])
         return out
 
     def backward(self, dout, need_dx: bool = True):

@@ -1,4 +1,4 @@
-"""Forward stage of DS-ATGO: the adaptive threshold (AT), METHOD.md section 3.
+"""Forward stage of DS-ATGO: the adaptive threshold (AT), docs/METHOD.md section 3.
 
 At every step t, one scalar per layer from the statistics of the whole tensor H[t]
 (all batch elements and all neurons):
@@ -14,74 +14,19 @@ gradient flow through theta via threshold_vjp() (DERIVATIONS.md section 5).
 """
 from __future__ import annotations
 
-import numpy as np
-
-from . import parallel
 from .backend import get_xp
 
 
 def layer_stats(h):
     """(mu, sigma) of the whole tensor h, as 0-d arrays; sigma uses ddof=1 like torch.std.
 
-    No float() here: on a GPU that would force a device sync at every step.
+    No float() here: on a GPU that would force a device sync at every step. (The CPU kernels
+    take the same two numbers from row sums: dsatgo_np/fast/neuron.py, fast_layer_stats.)
     """
     xp = get_xp(h)
     mu = xp.mean(h)
     sigma = xp.std(h, ddof=1)
     return mu, sigma
-
-
-ROW = 1024     # values per row sum of the fast statistics (see row_sums)
-
-
-def fast_layer_stats(h):
-    """threshold.layer_stats(h) in one read of h instead of np.std's five passes.
-
-    The row sums of row_sums, taken a block of rows at a time (the blocks shared between
-    threads), then stats_from_row_sums. The neuron's fast loop calls the same two functions
-    while it writes H[t], so that its statistics cost no read of their own and are these bits.
-    """
-    xp = get_xp(h)
-    if xp is not np or h.size < 2:
-        return layer_stats(h)
-    flat = h.reshape(-1)
-    s, ss = (np.empty(flat.size // ROW, dtype=flat.dtype) for _ in range(2))   # (rows,) each
-
-    def work(lo, hi):                                  # rows lo:hi, both sums while in cache
-        row_sums(flat[lo * ROW:hi * ROW], s[lo:hi], ss[lo:hi])
-
-    parallel.blocks(work, s.size, flat.itemsize * ROW, 64 * flat.itemsize * ROW)
-    return stats_from_row_sums(flat, s, ss)
-
-
-def row_sums(flat, s, ss):
-    """s[r] = sum, ss[r] = sum of squares of the r-th whole row of ROW values of flat, in its
-    dtype. A partial last row is left to stats_from_row_sums. The squares go through
-    np.vecdot, NumPy's dot loop row by row, faster than einsum's sum of products (`python
-    bench/bench_lif.py` compares the neuron's forward with these statistics, ds-atgo, and
-    without, vanilla); rows this short never start a threaded BLAS, which on a loaded
-    machine would wait for its second thread."""
-    rows = flat[:flat.size - flat.size % ROW].reshape(-1, ROW)     # (R, ROW)
-    np.einsum("ij->i", rows, out=s)
-    np.vecdot(rows, rows, out=ss)
-
-
-def stats_from_row_sums(flat, s, ss):
-    """(mu, sigma) of flat, 0-d arrays in its dtype, from its row sums (row_sums) and its
-    partial last row, all added in float64 in one fixed order, whatever the number of threads.
-
-    sigma^2 = (sum h^2 - n mu^2) / (n - 1), ddof = 1 like torch.std. That form loses digits
-    when |mu| >> sigma (float32 cancellation): then layer_stats decides.
-    """
-    n = flat.size
-    tail = flat[s.size * ROW:].astype(np.float64)                   # the partial last row
-    total = float(s.sum(dtype=np.float64) + tail.sum())
-    squares = float(ss.sum(dtype=np.float64) + tail @ tail)
-    mu = total / n
-    var = (squares - n * mu * mu) / (n - 1)
-    if not var > 1e-4 * mu * mu:                                    # cancellation, or NaN
-        return layer_stats(flat)
-    return np.asarray(mu, dtype=flat.dtype), np.asarray(np.sqrt(var), dtype=flat.dtype)
 
 
 def adaptive_threshold(mu, sigma, f_c: float = 1.0):

@@ -10,8 +10,11 @@ threshold and the heap's trim threshold to 1 GiB; the peak memory is unchanged (
 arrays are alive at the peak), only what is freed is kept for reuse instead of being
 returned. PyTorch's CPU allocator does the equivalent caching.
 
-It runs once when dsatgo_np is imported, on Linux with glibc only (elsewhere it does nothing);
-set ``DSATGO_MALLOC=system`` before the import to keep the system's policy.
+It changes the policy of the whole process (a notebook that also runs PyTorch gets it too), so
+nothing calls it unless asked: call ``dsatgo_np.fast.allocator.keep_freed_memory()`` or set
+``DSATGO_MALLOC=keep`` before importing dsatgo_np (the training command, a process of its own,
+calls it; ``DSATGO_MALLOC=system`` keeps the system's policy there too). Linux with glibc
+only; elsewhere it does nothing and returns False.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def keep_freed_memory() -> bool:
         return _applied
     _applied = False
     if os.environ.get("DSATGO_MALLOC", "").strip().lower() == "system":
-        return False
+        return False                        # the user's word beats the training command's call
     if not sys.platform.startswith("linux"):
         return False
     try:

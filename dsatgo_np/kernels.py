@@ -1,0 +1,121 @@
+"""Which implementation of each kernel the model calls: the plain core or a faster one.
+
+The model (model.py) never calls neuron.lif_forward, conv.conv2d_forward, ... directly: it asks
+``kernels.of(x)`` for the table that fits x's array module and calls the kernel of that name.
+
+    plain   the core: neuron.py, layers.py, conv.py, pooling.py, the equations written once
+            with whole arrays; runs on NumPy, CuPy and any module that behaves like them
+    fast    the CPU speed layer for NumPy arrays (dsatgo_np/fast/): blocked loops, im2col,
+            threads; the same contracts, tested equal to the plain kernels (tests/test_kernels.py)
+    gpu     the plain core with the LIF neuron fused into CUDA kernels (dsatgo_np/gpu.py),
+            for CuPy arrays
+
+By default NumPy arrays get ``fast``, CuPy arrays ``gpu`` and any other module ``plain``.
+``DSATGO_KERNELS=plain`` in the environment or ``set_kernels("plain")`` forces the plain core
+everywhere (to read along with the code, or to check a fast kernel against it);
+``set_kernels("auto")`` goes back to the default.
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import conv, layers, neuron, pooling
+from .backend import get_xp
+
+NAMES = ("lif_forward", "lif_backward", "linear_forward", "linear_backward", "matmul",
+         "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_static", "batchnorm_eval",
+         "conv2d_forward", "conv2d_backward", "avgpool2d_forward", "avgpool2d_backward")
+CHOICES = ("auto", "plain", "fast")
+
+
+def _matmul(a, b):
+    return a @ b
+
+
+PLAIN = SimpleNamespace(
+    name="plain",
+    lif_forward=neuron.lif_forward, lif_backward=neuron.lif_backward,
+    linear_forward=layers.linear_forward, linear_backward=layers.linear_backward,
+    matmul=_matmul,
+    batchnorm_forward=layers.batchnorm_forward, batchnorm_backward=layers.batchnorm_backward,
+    batchnorm_backward_static=layers.batchnorm_backward_static,
+    batchnorm_eval=layers.batchnorm_eval,
+    conv2d_forward=conv.conv2d_forward, conv2d_backward=conv.conv2d_backward,
+    avgpool2d_forward=pooling.avgpool2d_forward, avgpool2d_backward=pooling.avgpool2d_backward,
+)
+
+_tables = {"plain": PLAIN}
+
+
+def _fast():
+    """The CPU table, imported on first use (it starts threadpoolctl and a thread pool)."""
+    if "fast" not in _tables:
+        from .fast import conv as fconv, layers as flayers, neuron as fneuron
+        from .fast import parallel, pooling as fpooling
+        _tables["fast"] = SimpleNamespace(
+            name="fast",
+            lif_forward=fneuron.lif_forward, lif_backward=fneuron.lif_backward,
+            linear_forward=flayers.linear_forward, linear_backward=flayers.linear_backward,
+            matmul=parallel.matmul,
+            batchnorm_forward=flayers.batchnorm_forward,
+            batchnorm_backward=flayers.batchnorm_backward,
+            batchnorm_backward_static=flayers.batchnorm_backward_static,
+            batchnorm_eval=flayers.batchnorm_eval,
+            conv2d_forward=fconv.conv2d_forward, conv2d_backward=fconv.conv2d_backward,
+            avgpool2d_forward=fpooling.avgpool2d_forward,
+            avgpool2d_backward=fpooling.avgpool2d_backward)
+    return _tables["fast"]
+
+
+def _gpu():
+    """The plain table with gpu.py's fused LIF kernels (compiled by CuPy on first call)."""
+    if "gpu" not in _tables:
+        from . import gpu
+        _tables["gpu"] = SimpleNamespace(**{**vars(PLAIN), "name": "gpu",
+                                            "lif_forward": gpu.lif_forward,
+                                            "lif_backward": gpu.lif_backward})
+    return _tables["gpu"]
+
+
+def _from_env() -> str:
+    value = os.environ.get("DSATGO_KERNELS", "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ValueError(f"DSATGO_KERNELS={value!r}: choose one of {', '.join(CHOICES)}")
+    return value
+
+
+_choice = _from_env()
+
+
+def set_kernels(name: str) -> None:
+    """"plain": the plain core for every array module; "fast": the default per module (the
+    fast kernels for NumPy arrays) even where DSATGO_KERNELS=plain; "auto": as the
+    environment says."""
+    global _choice
+    if name not in CHOICES:
+        raise ValueError(f"unknown kernel set {name!r}: choose one of {', '.join(CHOICES)}")
+    _choice = _from_env() if name == "auto" else name
+
+
+def current() -> str:
+    """The kernel set in force: "plain", or "auto"/"fast" (the default per array module)."""
+    return _choice
+
+
+def for_module(xp) -> SimpleNamespace:
+    """The kernel table for arrays of module xp."""
+    if _choice == "plain":
+        return PLAIN
+    if xp is np:
+        return _fast()
+    if getattr(xp, "__name__", "") == "cupy":
+        return _gpu()
+    return PLAIN
+
+
+def of(x) -> SimpleNamespace:
+    """The kernel table for array x (see for_module)."""
+    return for_module(get_xp(x))

@@ -5,3 +5,4 @@
 
 Each submodule imports its optional dependency (safetensors, nir) only when called.
 """
+from .nirgraph import from_nir, to_nir  # noqa: F401  (nir loads on the first call)

@@ -2,6 +2,8 @@
 
     python experiments/report.py                 # reads runs/experiments/, writes docs/RESULTS.md
                                                  # and docs/figures/*.png
+    python experiments/report.py --mismatch-only # only the section "Where the threshold mismatch
+                                                 # appears" (MISMATCH.template.md, mismatch.py)
 
 The template holds the prose; each line `{{table NAME}}` or `{{figure NAME}}` is replaced by a
 table or figure computed here from the runs' metrics.jsonl: no number is typed by hand.
@@ -17,6 +19,12 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join("runs", "experiments")
+sys.path.insert(0, HERE)
+import mismatch  # noqa: E402  (experiments/mismatch.py: the threshold-mismatch study)
+
+# The section "Where the threshold mismatch appears" has a template of its own; it is spliced
+# into the output in place of the section of the same title, or appended.
+MISMATCH_TEMPLATE = os.path.join(HERE, "MISMATCH.template.md")
 
 
 def load_runs(root, exp):
@@ -185,6 +193,11 @@ def render(template, root, out_md, fig_dir):
 
     out = []
     for line in open(template):
+        mm = re.fullmatch(r"\{\{mismatch ([\w-]+) ([^}]+)\}\}\s*", line)
+        if mm:                               # the threshold-mismatch study (mismatch.py)
+            out.append(mismatch.render_directive(*mm.groups(), root, fig_dir,
+                                                 os.path.dirname(out_md) or ".") + "\n")
+            continue
         m = re.fullmatch(r"\{\{(table|figure|layers|potentials|epochs|machine) ([^}]+)\}\}\s*",
                          line)
         if not m:
@@ -224,10 +237,40 @@ def main(argv=None):
     p.add_argument("--template", default=os.path.join(HERE, "RESULTS.template.md"))
     p.add_argument("--out", default=os.path.join("docs", "RESULTS.md"))
     p.add_argument("--figures", default=os.path.join("docs", "figures"))
+    p.add_argument("--mismatch-only", action="store_true",
+                   help="regenerate only the section of MISMATCH.template.md in --out, "
+                        "leaving the rest of the file as it is")
     a = p.parse_args(argv)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    print(render(a.template, a.root, a.out, a.figures))
+    if not a.mismatch_only:
+        render(a.template, a.root, a.out, a.figures)
+    print(splice_section(a.out, MISMATCH_TEMPLATE, a.root, a.figures))
     return 0
+
+
+def splice_section(out_md, template, root, fig_dir):
+    """Render `template` (one "## " section) and put it in out_md in place of the section with
+    the same heading (up to the next "## " heading), or at the end if there is none."""
+    part = out_md + ".part"                  # beside out_md, so figure links come out right
+    try:
+        text = open(render(template, root, part, fig_dir)).read()
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
+    heading = text.splitlines()[0]
+    lines = open(out_md).read().splitlines(keepends=True) if os.path.exists(out_md) else []
+    start = next((i for i, x in enumerate(lines) if x.rstrip() == heading), None)
+    if start is None:
+        body = "".join(lines).rstrip("\n")
+        new = (body + "\n\n" if body else "") + text
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        rest = "".join(lines[end:])
+        new = "".join(lines[:start]) + text.rstrip("\n") + ("\n\n" + rest if rest else "\n")
+    with open(out_md, "w") as f:
+        f.write(new)
+    return out_md
 
 
 if __name__ == "__main__":

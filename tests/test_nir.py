@@ -172,10 +172,10 @@ def test_cli_export_and_load_file(tmp_path):
     ref = tiny("mlp", "at")
     cfg = train.Config(dataset="digits", hidden=[10, 8], T=T, method="at")
     net = train.build_model(cfg, (12,), 3).load_state_dict(ref.state_dict())
-    ckpt, dst = tmp_path / "best.npz", tmp_path / "model.nir"
+    ckpt, dst = tmp_path / "run" / "best.npz", tmp_path / "model.nir"
     meta = dict(config=dataclasses.asdict(cfg), in_shape=[12], n_classes=3, test_acc=0.5)
     save_checkpoint(ckpt, net, None, meta)
-    nirgraph.cli_export(str(ckpt), str(dst))
+    nirgraph.cli_export(str(tmp_path / "run"), str(dst))          # a run folder: its best.npz
     back = nirgraph.load_file(str(dst))
     assert str(back.metadata["dataset"]) == "digits"
     X = inputs(ref)

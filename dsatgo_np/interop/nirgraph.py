@@ -485,25 +485,31 @@ def from_nir(graph, T: int | None = None, dt: float | None = None, dtype: str = 
 
 def cli_export(src_checkpoint, dst, dt: float = 1e-3, fold_r: bool = True,
                threshold: str = "mean", pool: str = "avg"):
-    """Write a training checkpoint (RUN/best.npz) as a .nir file (nir.write); returns the graph.
-
-    The graph's metadata also names the data set, so that `evaluate model.nir` knows its test set.
-    """
-    from .. import train                                    # the checkpoint's model builder
+    """Write a training checkpoint (RUN/best.npz, or the run folder RUN) as a .nir file with
+    nir.write; returns the graph. Its metadata also names the data set, for `evaluate`."""
+    import os
+    from .. import models, train
     from ..checkpoint import load_model_state, read_checkpoint
     nir = _nir()
+    if os.path.isdir(src_checkpoint):
+        src_checkpoint = os.path.join(src_checkpoint, "best.npz")
     state, _, meta = read_checkpoint(src_checkpoint)
-    if "n_classes" not in meta:
+    config = meta.get("config", {})
+    if "model" in meta:                          # a recipe: {"spec": ..., "spiking": ...}
+        net = models.build(meta["model"]["spec"], **meta["model"]["spiking"])
+    elif "n_classes" in meta and config:
+        net = train.build_model(train.Config(**config), tuple(meta["in_shape"]), meta["n_classes"])
+    else:
         raise ValueError(f"{src_checkpoint} holds no finished epoch (an interrupted run's "
                          "last.npz?): export best.npz, or resume the run first")
-    cfg = train.Config(**meta["config"])
-    net = train.build_model(cfg, tuple(meta["in_shape"]), meta["n_classes"])
     load_model_state(net, state, src_checkpoint)
-    extra = dict(dataset=cfg.dataset, source=str(src_checkpoint))
+    extra = dict(source=str(src_checkpoint))
+    if config.get("dataset"):
+        extra["dataset"] = config["dataset"]
     if meta.get("test_acc") is not None:
         extra["source_test_acc"] = float(meta["test_acc"])
     graph = to_nir(net.eval(), dt=dt, fold_r=fold_r, threshold=threshold, pool=pool,
-                   in_shape=meta["in_shape"], metadata=extra)
+                   metadata=extra)
     nir.write(dst, graph)
     return graph
 

@@ -33,7 +33,7 @@
 # | $H[t] \to V[t]$ (directly) | $\partial V[t] / \partial H[t] = 1 - S[t]$ |
 # | $S[t] \to V[t]$ (the reset) | $\partial V[t] / \partial S[t] = -H[t]$ |
 #
-# $\theta[t]$ and $k[t]$ are constants here (METHOD.md: the backward pass treats them so).
+# $\theta[t]$ and $k[t]$ are constants here ([docs/METHOD.md](../docs/METHOD.md) section 3: the backward pass treats them so).
 #
 # ## Walking it backwards
 #
@@ -206,10 +206,27 @@ dX_full, _ = lif_backward(dS, cache_full)
 dX_det, _ = lif_backward(dS, cache_det)
 S_h, H_h, V_h = forward_by_hand(X)
 assert np.allclose(dX_det, backward_by_hand(dS, H_h, S_h, V_h, detach_reset=True)[0], rtol=1e-12)
+assert np.allclose(dX_full, backward_by_hand(dS, H_h, S_h, V_h)[0], rtol=1e-12)
 changed = np.mean(dX_full != dX_det)
 cosine = np.sum(dX_full * dX_det) / np.linalg.norm(dX_full) / np.linalg.norm(dX_det)
 print(f"detach_reset changes {changed:.0%} of the entries of dL/dX; cosine similarity {cosine:.3f}")
-assert 0 < changed and cosine < 1
+
+# %% [markdown]
+# Where exactly do they differ? Nothing follows the last step ($dV[T] = 0$), so there the
+# reset term vanishes and the two agree exactly. One step earlier, both carry the same
+# $dV[T-1] = \lambda\,dH[T] = \lambda\,dX[T]$ back, and full BPTT adds exactly the reset
+# term $-dV[T-1]\,H[T-1]\,g[T-1]$: nonzero where $H[T-1]$ lies inside the window and
+# some gradient came back from step $T$.
+
+# %%
+g_prev = surrogate.window(H_h[-2], THETA, K)                 # g[T-1], shape (B, N)
+reset_term = -LAM * dX_full[-1] * H_h[-2] * g_prev            # -dV[T-1] H[T-1] g[T-1]
+assert np.array_equal(dX_full[-1], dX_det[-1])                # the last step: no reset path
+assert np.allclose(dX_full[-2] - dX_det[-2], reset_term, rtol=1e-12, atol=1e-15)
+differs = dX_full[-2] != dX_det[-2]
+assert np.array_equal(differs, (g_prev > 0) & (dX_full[-1] != 0))
+print(f"at step T-1 they differ for {differs.mean():.0%} of the neurons, exactly those with H[T-1] "
+      f"in the window and a gradient from step T; the difference then travels back through dV")
 
 # the smooth-mode check of the first section, now on the library: exact with the reset
 # path, off without it
@@ -269,4 +286,4 @@ savefig(fig, "03_detach_reset")
 # %% [markdown]
 # Full BPTT is the exact derivative of the smooth forward pass; `detach_reset` hands the
 # past more credit than that forward pass justifies. DS-ATGO keeps the reset path by
-# default (`SpikeConfig(detach_reset=False)`, as METHOD.md section 2 specifies).
+# default (`SpikeConfig(detach_reset=False)`, as docs/METHOD.md section 2 specifies).

@@ -81,7 +81,7 @@ savefig(fig, "06_width_vs_z")
 #
 # With a fixed window ($k = 1$) this share falls as $1/s$ once the layer spreads out; with
 # the dynamic window ($k = 1 + \tanh(s - 1)$) the width grows with $s$ and the share stays
-# much flatter. METHOD.md section 7 lists the six values. We compute them twice with the
+# much flatter. [docs/METHOD.md](../docs/METHOD.md) section 7 lists the six values. We compute them twice with the
 # library's own functions: by integrating the Gaussian density over the region where
 # `surrogate.window` is non-zero, and with the closed form above.
 
@@ -114,7 +114,7 @@ for (kind, s), expected in paper.items():
 # Now measured rather than modelled: for each spread $s$ we sample a layer of potentials
 # $H \sim \mathcal{N}(0, s^2)$, let each method's rule (`make_rule`) measure its threshold
 # and width from it exactly as in training, and count the neurons inside the window.
-# The four methods of METHOD.md section 5 (MPD-AGL needs a BatchNorm scale, and is left out):
+# The four methods of docs/METHOD.md section 5 (MPD-AGL needs a BatchNorm scale, and is left out):
 #
 # | method | threshold | width |
 # |---|---|---|

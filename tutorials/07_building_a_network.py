@@ -15,7 +15,7 @@
 #
 # The pieces so far: a neuron (tutorial 1), its surrogate gradient (2), BPTT (3), the
 # adaptive threshold and dynamic window (5, 6). A network puts them between ordinary
-# layers. The recipe this project follows (METHOD.md section 6) is
+# layers. The recipe this project follows ([docs/METHOD.md](../docs/METHOD.md) section 6) is
 #
 # $$\text{image} \xrightarrow{\text{direct encoding}} X[t] \to \text{Linear/Conv} \to
 #   \text{tdBN} \to \text{spiking neuron} \to \dots \to \text{readout} \to
@@ -184,15 +184,19 @@ eval_rate = float(hidden.mean())
 spiking.record = False
 net.train()
 
-fig, axes = plt.subplots(2, show, figsize=(12, 3.6), gridspec_kw={"height_ratios": [2, 1]})
+fig, axes = plt.subplots(2, show, figsize=(13, 3.8), gridspec_kw={"height_ratios": [2, 1]},
+                         layout="constrained")
 for i in range(show):
     axes[0, i].imshow(x_test[i, 0], cmap="gray")
     axes[0, i].set_title(f"label {y_test[i]}, predicted {pred[i]}", fontsize=9)
-    axes[1, i].imshow(hidden[:, i], aspect="auto", cmap="Greys", interpolation="nearest")
+    raster = axes[1, i].imshow(hidden[:, i], aspect="auto", cmap=plt.get_cmap("Greys", 2),
+                               vmin=-0.5, vmax=1.5, interpolation="nearest")
     axes[1, i].set_xlabel("hidden neuron")
     axes[1, i].set_yticks(range(T), [str(t + 1) for t in range(T)])
     axes[1, i].set_ylabel("step t" if i == 0 else "")
     axes[0, i].axis("off")
+bar = fig.colorbar(raster, ax=axes[1, :], ticks=[0, 1], shrink=0.9, aspect=8)
+bar.ax.set_yticklabels(["silent", "spike"])
 savefig(fig, "07_hidden_spikes")
 print(f"hidden firing rate in eval mode: {eval_rate:.1%}")
 

@@ -14,8 +14,8 @@
 # # 8. Training on MNIST and reading the diagnostics
 #
 # **Full mode takes several minutes** (about 2 on two CPU cores, more on a busy machine: two
-# networks, three epochs of the 60,000 MNIST images each). The first run downloads MNIST (about 11 MB)
-# into `~/.cache/dsatgo_np` (or `$DSATGO_DATA`). With `DSATGO_FAST=1` the tutorial uses
+# networks, three epochs of the 60,000 MNIST images each). The first run downloads MNIST
+# (about 11 MB; 55 MB unpacked) into `~/.cache/dsatgo_np` (or `$DSATGO_DATA`). With `DSATGO_FAST=1` the tutorial uses
 # the offline digits set instead and runs in seconds with no network; every assert stays.
 #
 # Tutorial 7 wrote the training loop by hand. Here the library's trainer,
@@ -24,7 +24,7 @@
 # DS-ATGO. Then we read what it logged: per layer and per time step, the firing rate, the
 # threshold $\theta[t]$, the window width $k[t]$ and the share of membrane potentials
 # inside the surrogate window, the neurons that can learn at that step. These are the
-# quantities of the paper's Figs. 8, 10 and 11, and the numbers METHOD.md section 7 asks
+# quantities of the paper's Figs. 8, 10 and 11, and the numbers [docs/METHOD.md](../docs/METHOD.md) section 7 asks
 # us to reproduce.
 
 # %%
@@ -87,9 +87,11 @@ T = cfg.T
 #
 # `metrics.jsonl` has one JSON object per epoch: losses, accuracies, the time, the
 # network-wide `firing_rate` and `grad_share`, and `diagnostics`, a dict with one entry per
-# spiking layer. A layer is named by its index in the `Sequential`: `mlp` builds
-# Flatten (0), Linear (1), tdBN (2), **spiking (3)**, Linear (4), tdBN (5),
-# **spiking (6)**, readout (7). Each entry holds lists of $T$ values, one per step:
+# spiking layer. A layer is named by what it is: spiking layers are counted from 1 and
+# each names the layer that feeds it, so `mlp` (Flatten, then Linear -> tdBN -> spiking
+# twice, then the readout) has `spike 1 (fc 784-512)` and `spike 2 (fc 512-512)`.
+# `diagnostics.layer_names(net)` maps each one to its place in the module tree (`"3"` and
+# `"6"`: `net[3]` and `net[6]`). Each entry holds lists of $T$ values, one per step:
 # `firing_rate`, `grad_share`, `theta`, `k`, `mean` and `std` of $H[t]$.
 
 # %%
@@ -101,11 +103,11 @@ print("keys of one row:", sorted(rows["ds-atgo"][-1]))
 print("layers:", layer_names, " per-layer keys:", sorted(diag["ds-atgo"][layer_names[0]]))
 for m in METHODS:
     print(f"\n{m}: test accuracy per epoch", [f"{100 * r['test_acc']:.2f} %" for r in rows[m]])
-    print(f"{'layer':>6} {'step':>4} {'rate %':>7} {'theta':>6} {'k':>6} {'mean H':>7} {'std H':>6} "
+    print(f"{'layer':>20} {'step':>4} {'rate %':>7} {'theta':>6} {'k':>6} {'mean H':>7} {'std H':>6} "
           f"{'in window %':>11}")
     for name, st in diag[m].items():
         for t in range(T):
-            print(f"{name:>6} {t + 1:>4} {100 * st['firing_rate'][t]:7.2f} {st['theta'][t]:6.3f} "
+            print(f"{name:>20} {t + 1:>4} {100 * st['firing_rate'][t]:7.2f} {st['theta'][t]:6.3f} "
                   f"{st['k'][t]:6.3f} {st['mean'][t]:7.3f} {st['std'][t]:6.3f} "
                   f"{100 * st['grad_share'][t]:11.2f}")
 
@@ -123,7 +125,8 @@ savefig(fig, "08_accuracy")
 # %%
 for m in METHODS:
     assert rows[m][-1]["test_acc"] > (0.9 if FAST else 0.97), (m, rows[m][-1]["test_acc"])   # chance: 10 %
-    assert len(rows[m]) == epochs and set(diag[m]) == {"3", "6"}
+    n_in = 64 if FAST else 784                          # 8x8 digits, 28x28 MNIST
+    assert len(rows[m]) == epochs and list(diag[m]) == [f"spike 1 (fc {n_in}-512)", "spike 2 (fc 512-512)"]
 
 # %% [markdown]
 # ## The diagnostics, recomputed by hand
@@ -131,7 +134,7 @@ for m in METHODS:
 # The logged numbers are averages over an epoch; to see where they come from, rebuild the
 # trained DS-ATGO network from `last.npz`, run one training-mode forward pass on 500 test
 # images, and recompute every statistic from a spiking layer's cache ($H$ and $S$ of shape
-# `[T, B, N]`), following METHOD.md:
+# `[T, B, N]`), following docs/METHOD.md sections 3 and 4:
 #
 # $$\text{rate}[t] = \mathrm{mean}(S[t]), \quad \theta[t] = \mu[t] + \sigma[t], \quad
 #   k[t] = k_0\,(1 + \tanh(\theta[t] - V_{th})), \quad
@@ -163,6 +166,10 @@ x_probe = x_test[:500]
 for m in METHODS:
     nets[m].forward(dn.encode.direct(x_probe, T))
 stats = {m: diagnostics.collect(nets[m]) for m in METHODS}
+paths = diagnostics.layer_names(nets["ds-atgo"])          # module path -> readable name
+print("where the layers sit in the module tree:", paths)
+for path, name in paths.items():                          # net[3] is "spike 1 (...)", net[6] "spike 2"
+    assert dict(diagnostics.spiking_layers(nets["ds-atgo"]))[name] is nets["ds-atgo"][int(path)]
 
 for name, layer in diagnostics.spiking_layers(nets["ds-atgo"]):
     H, S = layer.cache.H, layer.cache.S                 # (T, 500, 512) each
@@ -174,7 +181,7 @@ for name, layer in diagnostics.spiking_layers(nets["ds-atgo"]):
     st = stats["ds-atgo"][name]
     assert np.allclose(rate, st["firing_rate"]) and np.allclose(theta, st["theta"], rtol=1e-5)
     assert np.allclose(k, st["k"], rtol=1e-5) and np.allclose(share, st["grad_share"], atol=1e-4)
-    print(f"layer {name}: theta {np.round(theta, 3)}, k {np.round(k, 3)}, rate {np.round(100 * rate, 2)} %")
+    print(f"{name}: theta {np.round(theta, 3)}, k {np.round(k, 3)}, rate {np.round(100 * rate, 2)} %")
 for name, st in stats["vanilla"].items():            # the fixed threshold and window
     assert np.all(st["theta"] == 1.0) and np.all(st["k"] == 1.0)
 
@@ -230,7 +237,7 @@ print("Gaussian model, vanilla rate per step (%):", np.round(100 * predicted, 2)
 assert abs(predicted[0] - THEOREM1) < 0.002 and abs(predicted[1] - (1 - Phi(1 / 1.2))) < 0.002
 for name in layer_names:
     measured = 100 * np.array(diag["vanilla"][name]["firing_rate"])
-    print(f"measured, vanilla layer {name} (%):          ", np.round(measured, 2))
+    print(f"measured, vanilla, {name} (%):", np.round(measured, 2))
 
 # %% [markdown]
 # DS-ATGO measures $\theta[t]$ again at every step: at step 2 the potentials spread wider,
@@ -239,18 +246,18 @@ for name in layer_names:
 # (0.140 to 0.159 over $T = 10$).
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
 steps = np.arange(1, T + 1)
 for ax, m in zip(axes, METHODS):
     for name in layer_names:
-        ax.plot(steps, 100 * np.array(diag[m][name]["firing_rate"]), "o-", label=f"layer {name}")
+        ax.plot(steps, 100 * np.array(diag[m][name]["firing_rate"]), "o-", label=name)
     if m == "vanilla":
         ax.plot(steps, 100 * predicted, "k+:", ms=9, label="Gaussian model")
     ax.axhline(100 * THEOREM1, color="gray", ls="--", lw=1, label="15.87 %")
     ax.set_xticks(steps)
     ax.set_xlabel("time step t")
     ax.set_title(m)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 axes[0].set_ylabel("firing rate (%)")
 savefig(fig, "08_rates_per_step")
 show(plots.plot_firing_rates_per_step(diag["ds-atgo"], FIGURES / "08_rates_per_step_dsatgo.png"))
@@ -269,7 +276,7 @@ assert spread["ds-atgo"] < 0.5 * spread["vanilla"]   # measured: 1.8 vs 4.9 (MNI
 # ## Gradient-available share
 #
 # A neuron gets a surrogate gradient at step $t$ only inside the window
-# $|H[t] - \theta[t]| < k[t]/2$ (tutorial 6). METHOD.md section 7 gives the Gaussian model's
+# $|H[t] - \theta[t]| < k[t]/2$ (tutorial 6). docs/METHOD.md section 7 gives the Gaussian model's
 # shares for $H \sim \mathcal N(0, s^2)$, $\theta = s$: at $s = 1$ the fixed window and the
 # dynamic one agree, **24.17 %**, because $k = 1 + \tanh(0) = 1$. That is exactly where
 # tdBN holds this shallow network, so here both methods give about a quarter of the
@@ -283,7 +290,7 @@ gaussian = diagnostics.gaussian_window_share(1.0, 1.0, 1.0)
 print(f"Gaussian model at s = 1: {100 * gaussian:.2f} %")
 for name in layer_names:
     shares = {m: diag[m][name]["grad_share_mean"] for m in METHODS}
-    print(f"layer {name}:", {m: f"{100 * v:.2f} %" for m, v in shares.items()})
+    print(f"{name}:", {m: f"{100 * v:.2f} %" for m, v in shares.items()})
     assert all(0.15 < v < 0.35 for v in shares.values())             # about a quarter
     assert abs(shares["ds-atgo"] - shares["vanilla"]) < 0.03          # measured: under 1 point
 assert abs(gaussian - 0.2417) < 5e-5
@@ -293,8 +300,8 @@ assert abs(gaussian - 0.2417) < 5e-5
 #
 # `diagnostics.histograms` counts $H[t]$ per layer and per step from the same forward pass
 # (the counts only, no copy of $H$). The panels show the last step, $t = 4$: the
-# distribution, the threshold (red) and the window (orange). Everything right of the red
-# line fires; everything in the orange band can learn. In vanilla's first layer, look just
+# distribution, the threshold (the vertical line) and the window (the shaded band).
+# Everything right of the line fires; everything in the band can learn. In vanilla's first layer, look just
 # right of $V_{th} = 1$: a pile of neurons with $x \in [0.833, 1)$, silent at step 3, now at
 # $H = 1.2\,x$ and about to fire, the zig-zag seen in the histogram.
 
@@ -309,6 +316,16 @@ for m in METHODS:
         st = stats[m][name]
         print(f"{name} ({m}): theta[4] = {st['theta'][-1]:.3f}, k[4] = {st['k'][-1]:.3f}, "
               f"fires {100 * st['firing_rate'][-1]:.1f} %, in the window {100 * st['grad_share'][-1]:.1f} %")
+
+# %% [markdown]
+# Every step at once: `plots.plot_membrane_steps` stacks each layer's histograms as the
+# rows of a heat map (step 1 on top; the colour bar gives the share of the layer's
+# potentials in each bin), with the threshold $\theta[t]$ and the window's edges drawn on
+# every row. DS-ATGO's threshold moves with the distribution from step to step; vanilla's
+# stays at 1 while its distribution shifts and its rate zig-zags.
+
+# %%
+show(plots.plot_membrane_steps(hists, FIGURES / "08_membrane_steps.png"))
 
 # %%
 for name in layer_names:                          # DS-ATGO's threshold sits above V_th at t = 4

@@ -17,10 +17,10 @@
 # 2 epochs of a 10,000-image MNIST subset; MNIST is downloaded on first use, tutorial 8).
 # With `DSATGO_FAST=1` it uses the offline digits set and 2 seeds, and runs in seconds.
 #
-# The paper's ablation (its Fig. 7, METHOD.md section 7) switches DS-ATGO's two stages on
+# The paper's ablation (its Fig. 7, [docs/METHOD.md](../docs/METHOD.md) section 7) switches DS-ATGO's two stages on
 # and off: **AT and TGO each beat vanilla, TGO more than AT, and both together are best**,
 # +1.71 points on CIFAR-10 (+2.30 on CIFAR10-DVS) with a SEW-ResNet19 trained for
-# hundreds of epochs. Here the same five methods (METHOD.md section 5) train with one
+# hundreds of epochs. Here the same five methods (docs/METHOD.md section 5) train with one
 # small, identical budget:
 #
 # | method | forward threshold $\theta[t]$ | surrogate width $k[t]$ |
@@ -51,7 +51,7 @@ from dsatgo_np.checkpoint import load_model_state, read_checkpoint
 
 METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
 THEOREM1 = diagnostics.THEOREM1_RATE                  # 1 - Phi(1) = 0.158655
-PAPER = {                                             # METHOD.md section 7 (CIFAR-10, SEW-ResNet19)
+PAPER = {                                             # docs/METHOD.md section 7 (CIFAR-10, SEW-ResNet19)
     "vanilla": "baseline",
     "at": "beats vanilla",
     "tgo": "beats vanilla, by more than AT",
@@ -189,8 +189,8 @@ print(f"-> the gap is {verdict} three standard errors of a difference: "
 #
 # Behaviour is another matter: it does not depend on the scale. Rebuild each method's
 # seed-0 network from `last.npz`, run one training-mode forward pass on 500 test images,
-# and check section 5's table by hand, per layer and per step, from the measured
-# $\mu[t]$, $\sigma[t]$ and the BatchNorm scale $g$:
+# and check the table above (docs/METHOD.md section 5) by hand, per layer and per step,
+# from the measured $\mu[t]$, $\sigma[t]$ and the BatchNorm scale $g$:
 
 # %%
 x_test, _ = data.load(budget["dataset"], "test")
@@ -225,8 +225,8 @@ for m in METHODS:
             k = np.array([2 * g * 0.5] + [2 * math.sqrt(1 + lam ** 2) * g * 0.5] * (T - 1))
         assert np.allclose(st["theta"], theta, rtol=1e-4), (m, name, st["theta"], theta)
         assert np.allclose(st["k"], k, rtol=1e-4), (m, name, st["k"], k)
-    print(f"{m:>8}: theta[t] and k[t] as section 5 says, in layers {', '.join(stats)}; "
-          f"layer {name}: theta {np.round(st['theta'], 3)}, k {np.round(st['k'], 3)}")
+    print(f"{m:>8}: theta[t], k[t] as the table says in all {len(stats)} layers; "
+          f"{name}: theta {np.round(st['theta'], 3)}, k {np.round(st['k'], 3)}")
 
 # %% [markdown]
 # And in the logged averages of every seed: the adaptive methods fire near Theorem 1's
@@ -254,5 +254,5 @@ for s in seeds:
             assert last[m, s]["firing_rate"] > 1.5 * last["vanilla", s]["firing_rate"]
 print("per-step spread of the firing rate (points, seed 0):",
       {m: round(float(step_spread(m, seeds[0])), 2) for m in METHODS})
-print("k[t] of the last layer (seed 0):", {m: np.round(diag[m][layer_names[-1]]["k"], 3).tolist()
+print(f"k[t] of the last spiking layer, {layer_names[-1]} (seed 0):", {m: np.round(diag[m][layer_names[-1]]["k"], 3).tolist()
                                           for m in METHODS})

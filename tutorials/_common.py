@@ -1,8 +1,10 @@
-"""Shared by the numbered tutorials: fast mode and saving figures.
+"""Shared by the numbered tutorials: fast mode, colours and saving figures.
 
     FAST = True when the environment variable DSATGO_FAST=1 (the tests run every tutorial
     this way: smaller data, fewer epochs, smaller samples; the asserts stay the same).
     savefig(fig, "name") writes tutorials/figures/name.png (or $DSATGO_FIGURES/name.png).
+    Lines take their colours from dsatgo_np.plots.PALETTE (Okabe-Ito, colour-blind safe,
+    no yellow): "C0", "C1", ... in a tutorial name its colours in that order.
 """
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ import sys
 from pathlib import Path
 
 import matplotlib
+from cycler import cycler
+
+from dsatgo_np.plots import PALETTE
 
 FAST = os.environ.get("DSATGO_FAST") == "1"
 IN_NOTEBOOK = "ipykernel" in sys.modules
 if not IN_NOTEBOOK and "MPLBACKEND" not in os.environ:
     matplotlib.use("Agg")   # as a script: write PNGs, never open a window
+
+matplotlib.rcParams["axes.prop_cycle"] = cycler(color=PALETTE)
 
 FIGURES = Path(os.environ.get("DSATGO_FIGURES") or Path(__file__).resolve().parent / "figures")
 

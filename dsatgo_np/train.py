@@ -3,34 +3,54 @@
     python -m dsatgo_np.train                                  # MNIST, DS-ATGO MLP, 1 epoch
     python -m dsatgo_np.train --dataset fashion-mnist --model cnn --epochs 10
     python -m dsatgo_np.train --resume runs/<run>              # continue an interrupted run
-    python -m dsatgo_np.train evaluate runs/<run>/best.npz     # test accuracy of a checkpoint
+    python -m dsatgo_np.train evaluate runs/<run>              # test accuracy of its best.npz
     python -m dsatgo_np.train plot runs/<run>                  # figures from a run's logs
+    python -m dsatgo_np.train export runs/<run> model.safetensors   # or model.nir
+    python -m dsatgo_np.train import official.safetensors model.npz
 
-A run folder holds config.json, metrics.jsonl (one JSON object per epoch), last.npz and
-best.npz (written atomically) and plots/. Ctrl-C stops after the current batch and saves
-last.npz with the position in the epoch, so --resume continues exactly where it stopped.
+A run folder (see dsatgo_np.runs) holds config.json, metrics.jsonl (one JSON row per epoch,
+with per-batch loss and accuracy), last.npz and best.npz (written atomically) and plots/.
+Ctrl-C or SIGTERM stops after the current batch and saves last.npz with the position in the
+epoch, so --resume continues exactly where it stopped. Exit codes: see EXIT_CODES.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
+import numbers
 import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import data, diagnostics, encode, losses, models, optim
-from .backend import get_backend, to_numpy
-from .checkpoint import load_model_state, read_checkpoint, save_checkpoint
+from .backend import BACKENDS, get_backend, to_numpy
+from .checkpoint import load_model_state, model_meta, read_checkpoint, save_checkpoint
 from .neuron import METHODS
-from .progress import Progress
+from .runs import BEST, LAST, Diverged, RunError, RunFolder, writing
 
 MODELS = ("mlp", "cnn", "vgg", "sew-resnet")
+
+EXIT_CODES = {
+    0: "finished (or nothing left to do)",
+    1: "internal error: a bug; rerun with --debug and report the traceback",
+    2: "bad options or input: an option, the config file, the data, a checkpoint, or a run "
+       "folder that holds another run or is in use by one",
+    3: "training diverged: a non-finite loss, gradient, weight or running statistic; "
+       "last.npz and best.npz from before are kept",
+    4: "I/O failure: a file of the run could not be written (disk full, permissions); "
+       "last.npz and best.npz from before are kept",
+    130: "stopped by Ctrl-C (SIGINT) after saving last.npz: --resume continues",
+    143: "stopped by SIGTERM after saving last.npz: --resume continues",
+}
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+MAX_BATCH_ENTRIES = 1000      # per-batch metrics of an epoch: every batch up to this many batches
 
 
 @dataclass
@@ -62,25 +82,86 @@ class Config:
     augment: bool = False                 # random crop (pad 4) + flip; for cifar10
     train_subset: int = 0                 # use only the first N training samples (0: all)
     seed: int = 0
-    backend: str = "numpy"                # numpy | cupy
+    backend: str = "numpy"                # numpy | cupy | strict (a CuPy stand-in for tests)
     out: str = ""                         # run folder (default runs/<dataset>-<model>-<method>-<time>)
     data_dir: str = ""                    # data cache (default $DSATGO_DATA or ~/.cache/dsatgo_np)
     diag_every: int = 10                  # record firing rates etc. every N batches
     plots: bool = True
 
 
+# --- checking options ---------------------------------------------------------------------
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+# option -> (test, what it must be); every number must also be finite
+_RANGES = {
+    "T": (lambda v: v >= 1, "an integer of at least 1"),
+    "epochs": (lambda v: v >= 1, "an integer of at least 1"),
+    "batch_size": (lambda v: v >= 1, "an integer of at least 1"),
+    "diag_every": (lambda v: v >= 1, "an integer of at least 1 (record every N batches)"),
+    "train_subset": (lambda v: v >= 0, "a number of samples, at least 0 (0: all)"),
+    "seed": (lambda v: v >= 0, "an integer of at least 0"),
+    "lr": (lambda v: v > 0, "a positive learning rate"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "at least 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "f_c": (lambda v: v > 0, "a positive factor"),
+    "width_mult": (lambda v: v > 0, "a positive multiplier"),
+}
+
+
 def check_config(cfg: Config):
+    """Refuse any option that is of the wrong type, not finite or out of range, naming it and
+    what it must be. Runs before anything is read or written."""
     choices = {"dataset": data.DATASETS, "model": MODELS, "method": METHODS,
                "neuron": ("lif", "plif"), "width": ("threshold", "std"),
                "threshold": ("measured", "estimated"), "optimizer": ("sgd", "adam"),
-               "schedule": ("cosine", "constant"), "backend": ("numpy", "cupy")}
+               "schedule": ("cosine", "constant"), "backend": BACKENDS}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"unknown {key} {getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
-    for key in ("T", "epochs", "batch_size"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        value, default, flag = getattr(cfg, f.name), getattr(defaults, f.name), _flag(f.name)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be true or false, got {value!r}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError(f"{flag} must be a string, got {value!r}")
+        elif isinstance(default, int):
+            if not _is_int(value):
+                raise TypeError(f"{flag} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if not _is_real(value) or not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value!r}")
+        if f.name in _RANGES and not _RANGES[f.name][0](value):
+            raise ValueError(f"{flag} must be {_RANGES[f.name][1]}, got {value!r}")
+    for key, allow_pool in (("hidden", False), ("channels", False), ("vgg_layers", True)):
+        items = getattr(cfg, key)
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"{_flag(key)} must be a list of sizes, got {items!r}")
+        for item in items:
+            if not ((_is_int(item) and item >= 1) or (allow_pool and item == "P")):
+                what = "positive integers or P (pooling)" if allow_pool else "positive integers"
+                raise ValueError(f"{_flag(key)} must hold {what}, got {list(items)!r}")
+    if not cfg.channels:
+        raise ValueError("--channels needs at least one channel count")
+    if not any(_is_int(i) for i in cfg.vgg_layers):
+        raise ValueError("--vgg-layers needs at least one convolution (a channel count)")
 
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --- building blocks --------------------------------------------------------------------
 
 def build_model(cfg: Config, in_shape, n_classes):
     spiking = dict(T=cfg.T, method=cfg.method, neuron=cfg.neuron, width=cfg.width, f_c=cfg.f_c,
@@ -126,16 +207,37 @@ def check_memory(cfg: Config, in_shape, n_classes):
     return need
 
 
-def evaluate(net, x, y, cfg: Config, xp, batch_size: int = 500) -> float:
-    """Test accuracy in eval mode (running BN statistics and running thresholds)."""
+def accuracy(net, x, y, T: int, xp, batch_size: int = 500) -> float:
+    """Share of x [N, ...] whose time-averaged readout peaks at y [N], in eval mode."""
+    was_training = net.training
     net.eval()
     correct = 0
     for i in range(0, len(y), batch_size):
-        xb = xp.asarray(x[i:i + batch_size])
-        out = net.forward(encode.direct(xb, cfg.T))
+        out = net.forward(encode.direct(xp.asarray(x[i:i + batch_size]), T))
         correct += int((to_numpy(out.mean(axis=0).argmax(axis=1)) == y[i:i + batch_size]).sum())
-    net.train()
+    net.train(was_training)
     return correct / len(y)
+
+
+def evaluate(net, x, y, cfg: Config, xp, batch_size: int = 500) -> float:
+    """Test accuracy in eval mode (running BN statistics and running thresholds); leaves the
+    network in training mode."""
+    acc = accuracy(net, x, y, cfg.T, xp, batch_size)
+    net.train()
+    return acc
+
+
+def _check_split(x, y, name, split):
+    """Refuse data that would train on garbage: non-finite inputs, labels that are not class
+    indices."""
+    if len(y) == 0:
+        raise data.DataError(f"the {name} {split} split is empty: check the data cache")
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise data.DataError(f"the {name} {split} split holds {bad} non-finite input value(s) "
+                             "(NaN or inf): repair or re-fetch the data (delete its cache folder)")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise data.DataError(f"the {name} {split} labels must be class indices >= 0: re-fetch the data")
 
 
 def load_data(cfg: Config):
@@ -143,11 +245,25 @@ def load_data(cfg: Config):
     xtr, ytr = data.load(cfg.dataset, "train", root=root)
     xte, yte = data.load(cfg.dataset, "test", root=root)
     if cfg.train_subset:
+        if cfg.train_subset > len(ytr):
+            raise ValueError(f"--train-subset {cfg.train_subset} is more than the {len(ytr)} "
+                             f"training samples of {cfg.dataset}: pass at most {len(ytr)} (0: all)")
         # A random subset, the same for every run: some data sets are stored sorted by class,
         # where the first N samples would hold only the first classes.
         keep = np.sort(np.random.default_rng(0).permutation(len(ytr))[:cfg.train_subset])
         xtr, ytr = xtr[keep], ytr[keep]
-    return data.normalize(xtr, cfg.dataset), ytr, data.normalize(xte, cfg.dataset), yte
+    xtr, xte = data.normalize(xtr, cfg.dataset), data.normalize(xte, cfg.dataset)
+    _check_split(xtr, ytr, cfg.dataset, "train")
+    _check_split(xte, yte, cfg.dataset, "test")
+    return xtr, ytr, xte, yte
+
+
+class Interrupted(KeyboardInterrupt):
+    """A second Ctrl-C / SIGTERM: stop at once (the last saved checkpoint stays as it was)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class _StopFlag:
@@ -157,7 +273,11 @@ class _StopFlag:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.set = False
+        self.signum = None
+
+    @property
+    def set(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
@@ -165,8 +285,8 @@ class _StopFlag:
 
     def _handle(self, signum, frame):
         if self.set:
-            raise KeyboardInterrupt
-        self.set = True
+            raise Interrupted(signum)
+        self.signum = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{name}: stopping after this batch and saving a checkpoint "
               "(send it again to stop at once)", file=sys.stderr)
@@ -176,50 +296,172 @@ class _StopFlag:
             signal.signal(s, handler)
 
 
+# --- numerical guards -------------------------------------------------------------------
+
+def _all_finite(arrays) -> bool:
+    total = 0.0
+    for a in arrays:
+        total += float(a.sum())      # NaN and inf survive a sum; one number per array
+    if math.isfinite(total):
+        return True
+    # A sum of large finite values may overflow: only an entry that is not finite counts.
+    return all(bool(np.isfinite(to_numpy(a)).all()) for a in arrays)
+
+
+def check_finite(net, loss_value: float, where: str, lr: float):
+    """Raise Diverged at the first non-finite loss, gradient, weight or running statistic
+    (BatchNorm statistics, running thresholds), naming the step and the likely cause."""
+    cause = (f"the learning rate (--lr {lr:g}) is too high for this network, or the data hold "
+             "extreme values; lower --lr")
+    what = None
+    if not math.isfinite(loss_value):
+        what = f"the loss is {loss_value}"
+    else:
+        params, buffers = list(net.named_parameters()), list(net.named_buffers())
+        if _all_finite([p.data for _, p in params] + [b for _, b in buffers]):
+            return
+        for name, p in params:
+            if not bool(np.isfinite(to_numpy(p.grad)).all()):
+                what = f"the gradient of {name} is not finite"
+                break
+        else:
+            for name, b in buffers:
+                if not bool(np.isfinite(to_numpy(b)).all()):
+                    what = f"the running statistic {name} is not finite"
+                    cause = f"the activations overflowed: lower --lr ({lr:g})"
+                    break
+            else:
+                name = next((n for n, p in params if not bool(np.isfinite(to_numpy(p.data)).all())),
+                            "?")
+                what = f"the weight {name} is not finite after the update"
+                cause = f"a step of lr x gradient overflowed: --lr {lr:g} is far too high"
+    raise Diverged(f"training diverged at {where}: {what}. Likely cause: {cause}. last.npz and "
+                   "best.npz from before are kept; start again, or --resume the run with a "
+                   "lower --lr")
+
+
+# --- the training loop ------------------------------------------------------------------
+
+def _default_run(cfg: Config) -> str:
+    return os.path.join("runs", f"{cfg.dataset}-{cfg.model}-{cfg.method}-"
+                                f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
         progress: bool = True) -> dict:
-    """Train cfg's model; returns the final summary. on_batch(epoch, i) is called after each step.
+    """Train cfg's model in the run folder cfg.out; returns the final summary.
 
-    verbose: print per-epoch results and the final summary; progress: show progress bars.
+    resume: continue the run saved in cfg.out (from its last.npz; from the start when it has
+    none yet). on_batch(epoch, i) is called after each step. verbose: print per-epoch results
+    and the final summary; progress: show progress bars (tqdm). The summary has
+    interrupted=True and the signal number after a Ctrl-C / SIGTERM, finished=True when a
+    resumed run had nothing left to do. Raises RunError subclasses (RunBusy, Diverged,
+    RunIOError), ValueError/TypeError for bad options, data.DataError for bad data.
     """
     check_config(cfg)
-    xp = get_backend(cfg.backend)
-    run = cfg.out or os.path.join("runs", f"{cfg.dataset}-{cfg.model}-{cfg.method}-"
-                                          f"{time.strftime('%Y%m%d-%H%M%S')}")
-    cfg = dataclasses.replace(cfg, out=run)
-    os.makedirs(run, exist_ok=True)
-    last, best_path = os.path.join(run, "last.npz"), os.path.join(run, "best.npz")
-    if not resume and os.path.exists(last):
-        raise FileExistsError(f"{run} already holds a run: pass --resume {run} to continue it, "
-                              "or --out to start a new one elsewhere")
-    with open(os.path.join(run, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    if resume and not cfg.out:
+        raise ValueError("resume needs the run folder: set out (the command line: --resume RUN_DIR)")
+    folder = RunFolder(cfg.out or _default_run(cfg))
+    cfg = dataclasses.replace(cfg, out=folder.path)
+    if resume and not os.path.isdir(folder.path):
+        raise FileNotFoundError(f"no run folder at {folder.path}: check the path given to --resume")
+    created = not os.path.isdir(folder.path)
+    with writing(folder.path):
+        os.makedirs(folder.path, exist_ok=True)
+    try:
+        with folder:
+            setup = _prepare(cfg, folder, resume, verbose)
+            if setup.get("finished"):
+                return setup
+            return _train(cfg, folder, setup, on_batch, verbose, progress)
+    finally:
+        if created:
+            folder.remove_if_unused()
+
+
+def _prepare(cfg: Config, folder: RunFolder, resume: bool, verbose: bool) -> dict:
+    """Every check before anything of the run is written; then config.json, metrics in sync."""
+    folder.remove_temporaries()
+    last = folder.file(LAST)
+    if not resume and folder.holds_run():
+        raise FileExistsError(f"{folder.path} already holds a run: pass --resume {folder.path} "
+                              "to continue it, or --out to start a new one elsewhere")
+    ckpt = None
+    if resume:
+        if not os.path.exists(folder.file("config.json")):
+            raise FileNotFoundError(f"{folder.path} is not a run folder (no config.json)")
+        if os.path.exists(last):
+            ckpt = read_checkpoint(last)
+            position = ckpt[2].get("position")
+            if not isinstance(position, dict) or "epoch" not in position:
+                raise ValueError(f"{last} has no position in its metadata: it is not a training "
+                                 "checkpoint; move it away to start the run over")
+            if position["epoch"] >= cfg.epochs:
+                return _finished(cfg, folder, ckpt[2], verbose)
+        elif verbose:
+            print(f"{folder.path} has no checkpoint yet: starting it from epoch 1")
 
     xtr, ytr, xte, yte = load_data(cfg)
     in_shape, n_classes = xtr.shape[1:], int(max(ytr.max(), yte.max())) + 1
     check_memory(cfg, in_shape, n_classes)
     net = build_model(cfg, in_shape, n_classes).to(cfg.backend)
     opt = make_optimizer(cfg, net.parameters())
-    steps = data.num_batches(len(ytr), cfg.batch_size)
     pos = dict(epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, best=-1.0, elapsed=0.0)
-    if resume:
-        model_state, optim_state, meta = read_checkpoint(last)
+    saved_row = None
+    if ckpt is not None:
+        model_state, optim_state, meta = ckpt
         load_model_state(net, model_state, last)
-        opt.load_state_dict(optim_state)
+        try:
+            opt.load_state_dict(optim_state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{last}: its optimizer state does not fit --optimizer "
+                             f"{cfg.optimizer} ({e}): resume with the run's own options") from e
         pos.update(meta["position"])
+        saved_row = meta.get("row")
         if verbose:
-            print(f"resuming {run} at epoch {pos['epoch'] + 1}, batch {pos['batch']}")
+            print(f"resuming {folder.path} at epoch {pos['epoch'] + 1}, batch {pos['batch']}")
+    folder.write_config(dataclasses.asdict(cfg))      # every check has passed
+    folder.sync_rows(pos["epoch"], saved_row)
+    return dict(data=(xtr, ytr, xte, yte), in_shape=in_shape, n_classes=n_classes, net=net,
+                opt=opt, pos=pos)
 
+
+def _finished(cfg, folder, meta, verbose) -> dict:
+    done = meta["position"]["epoch"]
+    acc = meta.get("test_acc")
+    if verbose:
+        shown = "" if acc is None else f" (test accuracy {100 * acc:.2f} %)"
+        print(f"{folder.path} is finished: {done} of {cfg.epochs} epochs done{shown}. To train "
+              f"it further, resume with more epochs: --resume {folder.path} --epochs {done + 1}")
+    return dict(run=folder.path, finished=True, test_acc=acc,
+                best_test_acc=meta["position"].get("best"))
+
+
+def _bar(total, initial, desc, show):
+    live = sys.stderr.isatty() or "notebook" in tqdm.__module__
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", disable=not show,
+                dynamic_ncols=True, mininterval=0.1 if live else 10.0, file=sys.stderr)
+
+
+def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
+    xp = get_backend(cfg.backend)
+    xtr, ytr, xte, yte = setup["data"]
+    net, opt, pos = setup["net"], setup["opt"], setup["pos"]
+    in_shape, n_classes = setup["in_shape"], setup["n_classes"]
+    last, best_path = folder.file(LAST), folder.file(BEST)
+    steps = data.num_batches(len(ytr), cfg.batch_size)
+    every = -(-steps // MAX_BATCH_ENTRIES)          # per-batch metrics: every `every`-th batch
     start = time.time() - pos["elapsed"]
     test_acc = None
     recorded = pos.pop("recorder", None)          # the interrupted epoch's diagnostics so far
+    batch_log = pos.pop("batches", None)
     with _StopFlag() as stop:
         for epoch in range(pos["epoch"], cfg.epochs):
             rec = diagnostics.Recorder.from_state(recorded) if recorded else diagnostics.Recorder()
             fr = rec.means()["firing_rate"] if recorded else float("nan")
-            recorded = None
-            bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (verbose and progress))
-            bar.update(pos["batch"])
+            log = batch_log or dict(every=every, step=[], loss=[], accuracy=[])
+            recorded = batch_log = None
+            bar = _bar(steps, pos["batch"], f"epoch {epoch + 1}/{cfg.epochs}", verbose and progress)
             for i, (xb, yb) in enumerate(data.batches(xtr, ytr, cfg.batch_size, seed=cfg.seed,
                                                       epoch=epoch)):
                 if i < pos["batch"]:
@@ -233,16 +475,25 @@ def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
                 net.zero_grad()
                 net.backward(dout)
                 opt.step()
-                pred = to_numpy(out.mean(axis=0).argmax(axis=1))
-                pos["loss_sum"] += float(loss) * len(yb)
-                pos["correct"] += int((pred == yb).sum())
+                loss = float(loss)
+                check_finite(net, loss, f"epoch {epoch + 1}, batch {i + 1} of {steps} (step "
+                                        f"{epoch * steps + i + 1})", cfg.lr)
+                correct = int((to_numpy(out.mean(axis=0).argmax(axis=1)) == yb).sum())
+                pos["loss_sum"] += loss * len(yb)
+                pos["correct"] += correct
                 pos["seen"] += len(yb)
                 pos["batch"] = i + 1
+                if i % every == 0:
+                    log["step"].append(epoch * steps + i + 1)
+                    log["loss"].append(loss)
+                    log["accuracy"].append(correct / len(yb))
                 if i % cfg.diag_every == 0:
                     rec.update(net)
                     fr = rec.means()["firing_rate"]
-                bar.update(loss=pos["loss_sum"] / pos["seen"], acc=pos["correct"] / pos["seen"],
-                           fr=fr)
+                bar.set_postfix(loss=f"{pos['loss_sum'] / pos['seen']:.3f}",
+                                acc=f"{pos['correct'] / pos['seen']:.3f}", fr=f"{fr:.3f}",
+                                refresh=False)
+                bar.update()
                 if on_batch is not None:
                     on_batch(epoch, i)
                 if stop.set:
@@ -250,41 +501,56 @@ def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
             bar.close()
             pos["elapsed"] = time.time() - start
             if stop.set:
-                save_checkpoint(last, net, opt, dict(config=dataclasses.asdict(cfg),
-                                                     position=dict(pos, recorder=rec.state())))
+                meta = dict(config=dataclasses.asdict(cfg), model=model_meta(net),
+                            position=dict(pos, recorder=rec.state(), batches=log))
+                with writing(last):
+                    save_checkpoint(last, net, opt, meta)
                 print(f"stopped; saved {last}. Continue with: python -m dsatgo_np.train "
-                      f"--resume {run}", file=sys.stderr)
-                return dict(run=run, interrupted=True, position=pos)
+                      f"--resume {folder.path}", file=sys.stderr)
+                return dict(run=folder.path, interrupted=True, signal=stop.signum, position=pos)
             test_acc = evaluate(net, xte, yte, cfg, xp)
             row = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / pos["seen"],
                        train_acc=pos["correct"] / pos["seen"], test_acc=test_acc, lr=opt.lr,
-                       time=pos["elapsed"], diagnostics=rec.summary())
+                       time=pos["elapsed"], steps_per_epoch=steps, batches=log,
+                       diagnostics=rec.summary())
             row.update(rec.means())               # network-wide firing_rate and grad_share
-            with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(row) + "\n")
             if verbose:
                 print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, train acc "
                       f"{100 * row['train_acc']:.2f} %, test acc {100 * test_acc:.2f} %")
             is_best = test_acc > pos["best"]
             pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, correct=0, seen=0,
                        best=max(pos["best"], test_acc))
-            meta = dict(config=dataclasses.asdict(cfg), position=pos, test_acc=test_acc,
-                        epoch=epoch + 1, in_shape=list(in_shape), n_classes=n_classes)
-            save_checkpoint(last, net, opt, meta)
-            if is_best:
-                save_checkpoint(best_path, net, None, meta)
+            meta = dict(config=dataclasses.asdict(cfg), model=model_meta(net), position=pos,
+                        test_acc=test_acc, epoch=epoch + 1, in_shape=list(in_shape),
+                        n_classes=n_classes, row=row)
+            _commit_epoch(folder, row, net, opt, meta, is_best)
 
     wall = time.time() - start
-    plots = make_plots(run) if cfg.plots else []
-    summary = dict(run=run, test_acc=test_acc, best_test_acc=pos["best"], wall_time_s=wall,
-                   plots=plots)
+    plots = make_plots(folder.path) if cfg.plots else []
+    summary = dict(run=folder.path, test_acc=test_acc, best_test_acc=pos["best"],
+                   wall_time_s=wall, plots=plots)
     if verbose:
-        acc = "n/a" if test_acc is None else f"{100 * test_acc:.2f} %"
-        print(f"\n{cfg.dataset} {cfg.model} {cfg.method}: test accuracy {acc} "
+        print(f"\n{cfg.dataset} {cfg.model} {cfg.method}: test accuracy {100 * test_acc:.2f} % "
               f"(best {100 * pos['best']:.2f} %), wall time {wall:.0f} s\n"
-              f"outputs in {run}/ (config.json, metrics.jsonl, last.npz, best.npz"
+              f"outputs in {folder.path}/ (config.json, metrics.jsonl, last.npz, best.npz"
               f"{', plots/' if plots else ''})")
     return summary
+
+
+def _commit_epoch(folder, row, net, opt, meta, is_best):
+    """The epoch's row, then best.npz (if it is the best), then last.npz. A stop anywhere in
+    between is repaired by the next --resume: it drops the rows past last.npz's epoch and
+    trains that epoch again, bit for bit the same. If a save fails, the row is taken back."""
+    size = folder.append_row(row)
+    try:
+        if is_best:
+            with writing(folder.file(BEST)):
+                save_checkpoint(folder.file(BEST), net, None, meta)
+        with writing(folder.file(LAST)):
+            save_checkpoint(folder.file(LAST), net, opt, meta)
+    except BaseException:
+        folder.truncate_rows(size)
+        raise
 
 
 def make_plots(run: str) -> list:
@@ -293,29 +559,43 @@ def make_plots(run: str) -> list:
         return plots.plot_run(run)
     except ImportError as e:
         print(f"(no plots: {e})", file=sys.stderr)
-        return []
+    except Exception as e:          # plots are a by-product: never lose a finished run to them
+        print(f"(plots failed: {type(e).__name__}: {e})", file=sys.stderr)
+    return []
 
 
-def evaluate_checkpoint(path: str, data_dir: str = "", backend: str = "numpy") -> dict:
-    """Rebuild the model a checkpoint was saved from and measure its test accuracy."""
-    model_state, _, meta = read_checkpoint(path)
-    cfg = Config(**{**meta["config"], "backend": backend, "data_dir": data_dir or meta["config"]["data_dir"]})
-    xp = get_backend(cfg.backend)
-    xte, yte = data.load(cfg.dataset, "test", root=cfg.data_dir or None)
-    xte = data.normalize(xte, cfg.dataset)
-    if "n_classes" not in meta:
-        raise ValueError(f"{path} holds no finished epoch (an interrupted run's last.npz?): "
-                         "evaluate best.npz, or resume the run first")
-    net = build_model(cfg, tuple(meta["in_shape"]), meta["n_classes"])
-    load_model_state(net, model_state, path).to(cfg.backend)
-    acc = evaluate(net, xte, yte, cfg, xp)
+def evaluate_checkpoint(path: str, data_dir: str = "", backend: str = "numpy",
+                        dataset: str | None = None) -> dict:
+    """Test accuracy of the network saved at ``path`` (a checkpoint, or a run folder's
+    best.npz), on its run's data set (or ``dataset``)."""
+    from . import checkpoint
+    path = checkpoint._resolve(path)
+    net = checkpoint.load(path, backend)
+    _, _, meta = read_checkpoint(path)
+    config = meta.get("config", {})
+    dataset = dataset or config.get("dataset")
+    if dataset is None:
+        raise ValueError(f"{path} does not say which data set it was trained on: pass --dataset")
+    acc = evaluate_net(net, dataset, data_dir or config.get("data_dir", ""), backend)
     return dict(test_acc=acc, recorded=meta.get("test_acc"), epoch=meta.get("epoch"))
+
+
+def evaluate_net(net, dataset: str, data_dir: str = "", backend: str = "numpy",
+                 T: int | None = None) -> float:
+    """Test accuracy of ``net`` on ``dataset``'s normalised test split."""
+    data.check_name(dataset)
+    T = T or getattr(net, "T", None)
+    if not T:
+        raise ValueError("the network does not say its number of time steps: pass --T")
+    xte, yte = data.load(dataset, "test", root=data_dir or None)
+    xte = data.normalize(xte, dataset)
+    return accuracy(net, xte, yte, T, get_backend(backend))
 
 
 # --- command line ----------------------------------------------------------------------------
 
 HELP = {
-    "dataset": "data set: mnist, fashion-mnist, cifar10 (the JPEG q75 copy), digits (offline)",
+    "dataset": "data set: mnist, fashion-mnist, cifar10, digits (offline)",
     "model": "network: mlp, cnn, vgg, sew-resnet",
     "hidden": "mlp hidden layer sizes", "channels": "cnn channel counts, one conv block each",
     "vgg_layers": "vgg layers: channel counts and P for 2x2 pooling",
@@ -329,15 +609,28 @@ HELP = {
     "threshold_grad": "let the gradient flow through the adaptive threshold (extension)",
     "detach_reset": "no gradient through the reset's spike",
     "T": "time steps", "epochs": "training epochs", "batch_size": "batch size",
-    "optimizer": "sgd or adam", "lr": "learning rate", "momentum": "SGD momentum",
+    "optimizer": "sgd or adam", "lr": "learning rate", "momentum": "SGD momentum, in [0, 1)",
     "weight_decay": "L2 weight decay", "schedule": "cosine or constant learning rate",
-    "label_smoothing": "cross-entropy label smoothing",
+    "label_smoothing": "cross-entropy label smoothing, in [0, 1)",
     "augment": "random crop (padding 4) and horizontal flip",
-    "train_subset": "train on the first N samples only (0: all)", "seed": "random seed",
-    "backend": "numpy (CPU) or cupy (GPU)", "out": "run folder",
-    "data_dir": "data cache folder (default $DSATGO_DATA or ~/.cache/dsatgo_np)",
+    "train_subset": "train on a fixed random N of the training samples (0: all)",
+    "seed": "random seed",
+    "backend": "numpy (CPU), cupy (GPU) or strict (a CuPy stand-in for tests)",
+    "out": "run folder (default: runs/<dataset>-<model>-<method>-<time>)",
+    "data_dir": "data cache folder (default: $DSATGO_DATA or ~/.cache/dsatgo_np)",
     "diag_every": "record diagnostics every N batches", "plots": "write PNG plots at the end",
 }
+NO_DEFAULT = {"out", "data_dir"}        # their default is described in the help text itself
+
+
+def prog() -> str:
+    """The command's name as the user typed it: the console script or the module."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("dsatgo-train") else "python -m dsatgo_np.train"
+
+
+def _exit_codes_text() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
 def _item(text):
@@ -346,31 +639,40 @@ def _item(text):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dsatgo_np.train",
+        prog=prog(),
         description="Train a spiking network with DS-ATGO (or a baseline) and report test "
                     "accuracy, firing rates and gradient-window shares. Subcommands: "
-                    "'evaluate CHECKPOINT' and 'plot RUN_DIR'.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "'evaluate PATH', 'plot RUN_DIR', 'export SRC DST', 'import SRC DST' "
+                    "(each with --help).",
+        epilog=_exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON file of options (command-line flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR "
+                   "(its own options; flags such as --epochs override them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    defaults = Config()
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        default = Config().__getattribute__(f.name)
+        default = getattr(defaults, f.name)
+        shown = "" if f.name in NO_DEFAULT else \
+            f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
+        kw = dict(default=None, help=HELP[f.name] + shown)
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{HELP[f.name]} (default {default})")
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif isinstance(default, list):
-            p.add_argument(flag, nargs="+", type=_item, default=None,
-                           help=f"{HELP[f.name]} (default {' '.join(map(str, default))})")
+            p.add_argument(_flag(f.name), nargs="+", type=_item, **kw)
+        elif f.name == "backend":
+            p.add_argument(_flag(f.name), choices=BACKENDS, **kw)
         else:
-            p.add_argument(flag, type=type(default), default=None,
-                           help=f"{HELP[f.name]} (default {default!r})")
+            p.add_argument(_flag(f.name), type=type(default), **kw)
     return p
 
 
 def config_from_args(args) -> Config:
+    import json
     values = {}
+    if args.resume and (args.config or args.out):
+        raise ValueError("--resume RUN_DIR takes the run's own config.json and folder: drop "
+                         "--config and --out")
     if args.config:
         try:
             with open(args.config) as f:
@@ -381,8 +683,13 @@ def config_from_args(args) -> Config:
         path = os.path.join(args.resume, "config.json")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{args.resume} is not a run folder (no config.json)")
-        with open(path) as f:
-            values = json.load(f)
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read {path}: {e}; the run folder is damaged") from e
+    if not isinstance(values, dict):
+        raise ValueError("a config file must hold one JSON object of options")
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = set(values) - known
     if unknown:
@@ -391,43 +698,160 @@ def config_from_args(args) -> Config:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
+    if args.resume:
+        values["out"] = args.resume           # the folder given is the folder used
     return Config(**values)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _interop(module: str, function: str):
+    """dsatgo_np.interop.<module>.<function>, imported only when asked for."""
+    import importlib
     try:
-        if argv and argv[0] == "evaluate":
-            p = argparse.ArgumentParser(prog="python -m dsatgo_np.train evaluate",
-                                        description="Test accuracy of a saved checkpoint.")
-            p.add_argument("checkpoint")
-            p.add_argument("--data-dir", default="")
-            p.add_argument("--backend", default="numpy")
-            a = p.parse_args(argv[1:])
-            r = evaluate_checkpoint(a.checkpoint, a.data_dir, a.backend)
-            rec = "" if r["recorded"] is None else f" (recorded at save time: {100 * r['recorded']:.2f} %)"
-            print(f"{a.checkpoint}: test accuracy {100 * r['test_acc']:.2f} %{rec}")
-            return 0
-        if argv and argv[0] == "plot":
-            p = argparse.ArgumentParser(prog="python -m dsatgo_np.train plot",
-                                        description="Draw the plots of a run folder from its logs.")
-            p.add_argument("run_dir")
-            a = p.parse_args(argv[1:])
-            if not os.path.exists(os.path.join(a.run_dir, "metrics.jsonl")):
-                raise FileNotFoundError(f"{a.run_dir} has no metrics.jsonl: is it a run folder?")
-            for path in make_plots(a.run_dir):
-                print(path)
-            return 0
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        args = parser().parse_args(argv)
-        cfg = config_from_args(args)
-        fit(cfg, resume=bool(args.resume), progress=not args.quiet)
+        mod = importlib.import_module(f"dsatgo_np.interop.{module}")
+    except ImportError as e:
+        raise ValueError(f"this installation has no dsatgo_np.interop.{module} ({e}): model "
+                         "exchange needs it; install the full package") from e
+    fn = getattr(mod, function, None)
+    if fn is None:
+        raise ValueError(f"dsatgo_np.interop.{module} has no {function}(): this installation's "
+                         "model exchange is incomplete; update the package")
+    return fn
+
+
+def _sub(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{prog()} {name}", description=description,
+                                epilog=_exit_codes_text(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    return p
+
+
+def cmd_evaluate(argv) -> int:
+    p = _sub("evaluate", "Test accuracy of a saved network: a run folder (its best.npz), a "
+                         "checkpoint .npz, or a .nir / .safetensors file.")
+    p.add_argument("path")
+    p.add_argument("--data-dir", default="", help="data cache folder")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.add_argument("--dataset", default=None, help="data set (checkpoints of the training "
+                   "command know theirs; a .nir/.safetensors file needs it)")
+    p.add_argument("--T", type=int, default=None, help="time steps, when the file does not say")
+    a = p.parse_args(argv)
+    if a.path.endswith((".nir", ".safetensors")):
+        load = (_interop("nirgraph", "load_file") if a.path.endswith(".nir")
+                else _interop("official", "load_safetensors"))
+        if not os.path.exists(a.path):
+            raise FileNotFoundError(f"no file at {a.path}")
+        net = load(a.path)
+        acc = evaluate_net(net, a.dataset or "mnist", a.data_dir, a.backend, a.T)
+        print(f"{a.path}: test accuracy {100 * acc:.2f} % on {a.dataset or 'mnist'}")
         return 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, MemoryError,
-            data.DataError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    r = evaluate_checkpoint(a.path, a.data_dir, a.backend, a.dataset)
+    rec = "" if r["recorded"] is None else f" (recorded at save time: {100 * r['recorded']:.2f} %)"
+    print(f"{a.path}: test accuracy {100 * r['test_acc']:.2f} %{rec}")
+    return 0
+
+
+def cmd_plot(argv) -> int:
+    p = _sub("plot", "Draw the plots of a run folder from its metrics.jsonl.")
+    p.add_argument("run_dir")
+    a = p.parse_args(argv)
+    folder = RunFolder(a.run_dir)
+    if not os.path.exists(folder.file("metrics.jsonl")):
+        raise FileNotFoundError(f"{a.run_dir} has no metrics.jsonl: is it a run folder?")
+    if not folder.read_rows():
+        raise ValueError(f"{a.run_dir}/metrics.jsonl holds no finished epoch: train (or "
+                         "--resume) the run for at least one epoch first")
+    try:
+        from . import plots
+    except ImportError as e:
+        raise ValueError(f"plots need matplotlib ({e}): pip install 'dsatgo_np[plot]'") from e
+    for path in plots.plot_run(a.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_export(argv) -> int:
+    p = _sub("export", "Write a saved network (run folder or checkpoint) as DST: .safetensors "
+                       "(the authors' layout) or .nir (the Neuromorphic Intermediate "
+                       "Representation).")
+    p.add_argument("src")
+    p.add_argument("dst")
+    a = p.parse_args(argv)
+    if a.dst.endswith(".safetensors"):
+        fn = _interop("official", "cli_export")
+    elif a.dst.endswith(".nir"):
+        fn = _interop("nirgraph", "cli_export")
+    else:
+        raise ValueError(f"cannot tell the format of {a.dst}: name it *.safetensors or *.nir")
+    fn(a.src, a.dst)
+    return 0
+
+
+def cmd_import(argv) -> int:
+    p = _sub("import", "Turn a network saved in the authors' layout (SRC) into a checkpoint "
+                       "(DST) that evaluate and dn.load read.")
+    p.add_argument("src")
+    p.add_argument("dst")
+    a = p.parse_args(argv)
+    _interop("official", "cli_import")(a.src, a.dst)
+    return 0
+
+
+def cmd_train(argv) -> int:
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args)
+    summary = fit(cfg, resume=bool(args.resume), progress=not args.quiet)
+    if summary.get("interrupted"):
+        return SIGNAL_EXIT.get(summary.get("signal"), 130)
+    return 0
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "plot": cmd_plot, "export": cmd_export,
+            "import": cmd_import, "train": cmd_train}
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted(signum)
+
+
+def main(argv=None) -> int:
+    """The command line; returns the exit code (EXIT_CODES) instead of raising."""
+    if argv is None:          # a process of its own: keep freed arrays for the next step
+        from .fast import allocator
+        allocator.keep_freed_memory()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    command = COMMANDS.get(argv[0]) if argv else None
+    rest = argv[1:] if command else argv
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)   # outside the loop: stop, exit 143
+    try:
+        return (command or cmd_train)(rest)
+    except BaseException as e:   # every failure: one line naming the problem and the fix
+        if isinstance(e, SystemExit):
+            raise
+        if debug:
+            traceback.print_exc()
+        code, text = _failure(e)
+        print(text, file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _failure(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, KeyboardInterrupt):
+        signum = getattr(e, "signum", signal.SIGINT)
+        return SIGNAL_EXIT.get(signum, 130), ("stopped at once: the run folder keeps its last "
+                                              "saved checkpoint; --resume continues from it")
+    if isinstance(e, RunError):
+        return e.exit_code, f"error: {e}"
+    if isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, MemoryError,
+                      NotADirectoryError, data.DataError, RuntimeError)):
+        return 2, "error: " + str(e).replace("\n", " ")
+    if isinstance(e, OSError):
+        return 4, f"error: {e}: check the paths, the disk and the permissions"
+    return 1, (f"internal error: {type(e).__name__}: {e}. This is a bug: rerun with --debug "
+               "and report the traceback")
 
 
 if __name__ == "__main__":

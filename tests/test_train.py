@@ -86,7 +86,7 @@ def test_resume_between_epochs_via_cli(tmp_path):
     (["--dataset", "imagenet"], "invalid choice|unknown dataset"),
     (["--model", "transformer"], "unknown model"),
     (["--method", "dsatgo"], "unknown method"),
-    (["--T", "0"], "T must be at least 1"),
+    (["--T", "0"], "--T must be an integer of at least 1"),
 ])
 def test_bad_options_are_named(tmp_path, capsys, argv, message):
     code = train.main(argv + ["--out", str(tmp_path / "x"), "--quiet"])
@@ -145,3 +145,133 @@ def test_train_subset_is_a_random_sample_of_every_class(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load", sorted_load)
     _, y_sub, _, _ = train.load_data(cfg)
     assert len(y_sub) == 200 and len(np.unique(y_sub)) == 10
+
+
+# --- the command line: help, names, subcommands ------------------------------------------
+
+def help_text(monkeypatch, capsys, argv0="python", args=("--help",)):
+    monkeypatch.setattr("sys.argv", [argv0])
+    with pytest.raises(SystemExit) as e:
+        train.main(list(args))
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_shows_exactly_one_default_per_option(monkeypatch, capsys):
+    text = help_text(monkeypatch, capsys)
+    import re
+    # argparse wraps each option's help; join an option's lines before counting
+    options = re.split(r"\n  (?=-)", text.split("options:", 1)[1].split("exit codes:", 1)[0])
+    for field in train.dataclasses.fields(train.Config):
+        flag = "--" + field.name.replace("_", "-")
+        entry = next(o for o in options if o.startswith(flag + " ") or o.startswith(flag + ",")
+                     or o.startswith(flag + "\n") or o.startswith(f"{flag}, --no-"))
+        assert len(re.findall(r"\(default", entry)) == 1, (flag, entry)
+        assert "default: None" not in entry
+    for code in train.EXIT_CODES:
+        assert re.search(rf"^\s+{code}\s+\w", text, re.M), code
+
+
+def test_usage_names_the_command_as_it_was_run(monkeypatch, capsys):
+    assert help_text(monkeypatch, capsys, "/venv/bin/dsatgo-train").startswith("usage: dsatgo-train")
+    assert help_text(monkeypatch, capsys, "/x/dsatgo_np/train.py").startswith(
+        "usage: python -m dsatgo_np.train")
+    assert help_text(monkeypatch, capsys, "/venv/bin/dsatgo-train", ("evaluate", "--help")
+                     ).startswith("usage: dsatgo-train evaluate")
+
+
+@pytest.mark.parametrize("argv, missing", [
+    (["export", "run", "m.safetensors"], "official"),
+    (["export", "run", "m.nir"], "nirgraph"),
+    (["import", "a.safetensors", "b.npz"], "official"),
+    (["evaluate", "m.nir"], "nirgraph"),
+    (["evaluate", "m.safetensors"], "official"),
+])
+def test_model_exchange_commands_dispatch_by_suffix(monkeypatch, capsys, argv, missing):
+    """Each command calls its module's function; a missing module is a clear exit 2."""
+    import sys
+    import types
+    calls = []
+    for name in ("official", "nirgraph"):
+        mod = types.ModuleType(f"dsatgo_np.interop.{name}")
+        mod.cli_export = lambda s, d, name=name: calls.append((name, "export", s, d))
+        mod.cli_import = lambda s, d, name=name: calls.append((name, "import", s, d))
+        monkeypatch.setitem(sys.modules, f"dsatgo_np.interop.{name}", mod)
+    if argv[0] != "evaluate":
+        assert train.main(argv) == 0
+        assert calls == [(missing, argv[0], argv[1], argv[2])]
+    monkeypatch.setitem(sys.modules, f"dsatgo_np.interop.{missing}", None)   # import fails
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"dsatgo_np.interop.{missing}" in err and "Traceback" not in err
+
+
+def test_evaluate_a_nir_file_through_its_loader(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+    cfg = small(tmp_path, epochs=1)
+    summary = train.fit(cfg, verbose=False)
+    from dsatgo_np import checkpoint
+    net = checkpoint.load(summary["run"])
+    mod = types.ModuleType("dsatgo_np.interop.nirgraph")
+    mod.load_file = lambda path: net
+    monkeypatch.setitem(sys.modules, "dsatgo_np.interop.nirgraph", mod)
+    path = tmp_path / "m.nir"
+    path.write_bytes(b"")
+    assert train.main(["evaluate", str(path), "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert f"test accuracy {100 * summary['best_test_acc']:.2f} % on digits" in out
+
+
+def test_epoch_rows_carry_per_batch_loss_and_accuracy(tmp_path):
+    cfg = small(tmp_path, epochs=2)
+    train.fit(cfg, verbose=False)
+    rows = [json.loads(x) for x in open(os.path.join(cfg.out, "metrics.jsonl"))]
+    steps = rows[0]["steps_per_epoch"]
+    assert steps == 29                                     # 1437 digits in batches of 50
+    for epoch, row in enumerate(rows):
+        b = row["batches"]
+        assert b["every"] == 1
+        assert b["step"] == list(range(epoch * steps + 1, (epoch + 1) * steps + 1))
+        assert len(b["loss"]) == len(b["accuracy"]) == steps
+        # the epoch's train loss is the sample-weighted mean of its batches' losses
+        sizes = [50] * (steps - 1) + [1437 - 50 * (steps - 1)]
+        mean = sum(s * loss for s, loss in zip(sizes, b["loss"])) / 1437
+        assert abs(mean - row["train_loss"]) < 1e-12 * steps
+        correct = sum(s * a for s, a in zip(sizes, b["accuracy"]))
+        assert abs(correct - row["train_acc"] * 1437) < 1e-9
+
+
+def test_long_epochs_log_every_few_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "MAX_BATCH_ENTRIES", 10)
+    cfg = small(tmp_path, epochs=1)
+    train.fit(cfg, verbose=False)
+    row = json.loads(open(os.path.join(cfg.out, "metrics.jsonl")).readline())
+    assert row["batches"]["every"] == 3                     # ceil(29 / 10)
+    assert row["batches"]["step"] == list(range(1, 30, 3))
+
+
+def test_progress_bar_after_a_resume_counts_only_new_batches(tmp_path, monkeypatch):
+    """tqdm starts at the resumed position: its rate and time left count this session's
+    batches only (the hand-written bar divided all batches by this session's time)."""
+    made = []
+    real = train.tqdm
+
+    def spy(*a, **k):
+        bar = real(*a, **k)
+        made.append(bar)
+        return bar
+    monkeypatch.setattr(train, "tqdm", spy)
+
+    def interrupt(epoch, i):
+        if (epoch, i) == (0, 20):
+            os.kill(os.getpid(), signal.SIGINT)
+    cfg = small(tmp_path, epochs=1)
+    train.fit(cfg, on_batch=interrupt, verbose=False)
+    made.clear()
+    train.fit(cfg, resume=True, verbose=True, progress=True)
+    d = made[0].format_dict
+    assert d["total"] == 29 and d["initial"] == 21 and d["n"] == 29
+    # tqdm's rate is (n - initial) / elapsed: the 8 batches of this session
+    shown = made[0].format_meter(**dict(d, elapsed=2.0, rate=None))
+    assert "4.00it/s" in shown or "4.00batch/s" in shown, shown

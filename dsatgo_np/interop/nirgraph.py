@@ -452,6 +452,8 @@ def from_nir(graph, T: int | None = None, dt: float | None = None, dtype: str = 
         node = graph.nodes[name]
         if isinstance(node, nir.Input):
             im.shape = tuple(int(n) for n in np.atleast_1d(node.input_type["input"]))
+            if len(im.shape) == 1:       # like models.mlp: [T, B, 1, 28, 28] -> [T, B, 784]
+                im.push(Flatten())
         elif isinstance(node, nir.Affine):
             im.affine(node)
         elif isinstance(node, nir.Linear):

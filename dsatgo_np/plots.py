@@ -100,7 +100,7 @@ def plot_firing_rates(summary_by_method: dict, path) -> str:
                label=f"Theorem 1: 1 - Phi(1) = {100 * THEOREM1_RATE:.2f} %")
     ax.set_ylabel("firing rate (%)")
     ax.set_title("Firing rate per layer (mean over steps and batches)")
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     return _save(fig, path)
 
 
@@ -133,7 +133,7 @@ def plot_grad_share(summary_by_method: dict, path) -> str:
     _grouped_bars(ax, summary_by_method, "grad_share_mean")
     ax.set_ylabel("inside |H - theta| < k/2 (%)")
     ax.set_title("Gradient-available share per layer")
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     return _save(fig, path)
 
 
@@ -263,8 +263,10 @@ def _per_batch(rows):
     """(steps, loss, accuracy, ends) from the rows' "batches" entries, or None when a row
     with a train loss lacks one (older logs: epoch points only).
 
-    A row's "batches" is {"step": [global batch index], "loss": [...], "accuracy": [...]};
-    ends maps each such row's epoch to the batch count at its end (its last step + 1).
+    A row's "batches" is {"step": [batches trained so far, counted over all epochs],
+    "loss": [...], "accuracy": [...]}, logged every few batches; ends maps each such row's
+    epoch to the batch count at its end: epoch * steps_per_epoch when the row says
+    steps_per_epoch, else its last step.
     """
     rows = [r for r in rows if r.get("train_loss") is not None or r.get("batches")]
     if not rows or not all(isinstance(r.get("batches"), dict) and r["batches"].get("step")
@@ -276,7 +278,8 @@ def _per_batch(rows):
         steps += [int(v) for v in b["step"]]
         loss += [float(v) for v in b.get("loss", [np.nan] * len(b["step"]))]
         acc += [float(v) for v in b.get("accuracy", [np.nan] * len(b["step"]))]
-        ends[r.get("epoch", i + 1)] = int(b["step"][-1]) + 1
+        epoch = r.get("epoch", i + 1)
+        ends[epoch] = int(epoch * r["steps_per_epoch"]) if r.get("steps_per_epoch") else steps[-1]
     return np.array(steps), np.array(loss), np.array(acc), ends
 
 
@@ -321,7 +324,7 @@ def training_curves_figure(metrics_rows: list[dict]):
         steps, loss, acc, ends = batches
         _batch_curve(axes[0], steps, loss, "train loss, per batch", 0)
         _batch_curve(axes[1], steps, np.array(_percent(acc)), "train accuracy, per batch", 0)
-        x_of, x_label = ends, "training batch"
+        x_of, x_label = ends, "batches trained"
     else:
         x_of, x_label = None, "epoch"
 

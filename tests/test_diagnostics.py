@@ -223,10 +223,17 @@ def test_each_plot_writes_a_png(tmp_path, run_data):
 
 def one_epoch_with_batches(n=50):
     """A metrics row as the training command writes it, with its per-batch points."""
-    steps = list(range(n))
+    steps = list(range(1, n + 1))                     # batches trained so far
     loss = [2.0 - 1.5 * i / n for i in steps]
     return {"epoch": 1, "train_loss": 1.2, "train_acc": 0.6, "test_acc": 0.7, "firing_rate": 0.16,
+            "steps_per_epoch": n,
             "batches": {"step": steps, "loss": loss, "accuracy": [0.1 + 0.8 * i / n for i in steps]}}
+
+
+def labelled(ax, start):
+    """The one line of ax whose label starts with start."""
+    (line,) = [x for x in ax.lines if x.get_label().startswith(start)]
+    return line
 
 
 def test_one_epoch_draws_a_curve_over_its_batches():
@@ -242,10 +249,18 @@ def test_one_epoch_draws_a_curve_over_its_batches():
     np.testing.assert_allclose(smooth.get_ydata(), want)
     np.testing.assert_allclose(acc_ax.lines[0].get_ydata(),
                                [100 * a for a in row["batches"]["accuracy"]])   # in percent
-    test_point = acc_ax.lines[-1]                    # test accuracy at the end of the epoch
+    test_point = labelled(acc_ax, "test accuracy")   # at the end of the epoch
     assert list(test_point.get_xdata()) == [50] and list(test_point.get_ydata()) == [70.0]
     for ax in training_axes:                         # the whole epoch in view, not one point
         assert ax.get_xlim()[0] <= 0 and ax.get_xlim()[1] >= 50
+    # logged every 4th batch, two epochs: the second epoch's test point at 2 * 50
+    rows = [one_epoch_with_batches(), dict(one_epoch_with_batches(), epoch=2, test_acc=0.8)]
+    for r in rows:
+        r["batches"] = {k: v[3::4] for k, v in r["batches"].items()}
+    rows[1]["batches"]["step"] = [50 + s for s in rows[1]["batches"]["step"]]
+    acc_ax = plots.training_curves_figure(rows).axes[1]
+    assert list(labelled(acc_ax, "test accuracy").get_xdata()) == [50, 100]
+    assert list(labelled(acc_ax, "test accuracy").get_ydata()) == [70.0, 80.0]
 
 
 def test_running_mean_of_the_batch_curve():

@@ -290,12 +290,13 @@ def test_norse_runs_the_exported_mlp_step_by_step(tmp_path, method, neuron):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_norse_runs_the_exported_cnn_with_sum_pooling(tmp_path):
+@pytest.mark.parametrize("model,neuron", [("cnn", "lif"), ("vgg", "plif")])
+def test_norse_runs_the_exported_cnn_with_sum_pooling(tmp_path, model, neuron):
     # Norse 1.1.0 maps no nir.AvgPool2d (its importer fails), so pool="sum"; its Flatten takes
     # NIR's batch-free start_dim=0 literally, so it runs one sample at a time ([C, H, W]).
-    net = tiny("cnn", "vanilla")
+    net = tiny(model, "vanilla", neuron)
     X = inputs(net, batch=3)
     ours = run(net, X)[0]
-    theirs = norse_steps(nirgraph.to_nir(net, pool="sum"), X, tmp_path / "cnn.nir",
+    theirs = norse_steps(nirgraph.to_nir(net, pool="sum"), X, tmp_path / f"{model}.nir",
                          unbatched=True)
     assert np.abs(theirs - ours).max() < 1e-5 * np.abs(ours).max()

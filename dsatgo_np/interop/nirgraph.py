@@ -239,6 +239,8 @@ def to_nir(net, dt: float = 1e-3, fold_r: bool = True, threshold: str = "mean",
     if not isinstance(net, Sequential):
         raise TypeError(f"to_nir exports a Sequential network (models.mlp, cnn, vgg), got "
                         f"{type(net).__name__}")
+    if not all(isinstance(p.data, np.ndarray) for p in net.parameters()):
+        raise ValueError("to_nir reads a network on the CPU: call net.to('numpy') first")
     ex = _Exporter(nir, float(dt), fold_r, threshold, pool, _input_shape(net, in_shape))
     for module in net:
         if isinstance(module, (Linear, Conv2d)):

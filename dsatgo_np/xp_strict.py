@@ -330,7 +330,7 @@ for _name in ("zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empt
               "split", "copyto", "where", "take", "take_along_axis", "atleast_1d", "copy",
               "dot", "vdot", "tensordot", "outer", "argmax", "argmin", "cumsum", "diff",
               "sort", "argsort", "unique", "nonzero", "count_nonzero", "allclose", "isclose",
-              "array_equal", "around", "round", "shape", "ndim", "size", "result_type",
+              "array_equal", "around", "round", "histogram", "shape", "ndim", "size", "result_type",
               "can_cast", "isscalar", "iinfo", "finfo"):
     _FUNCTIONS.setdefault(_name, ())
 for _name, _refused in _FUNCTIONS.items():
@@ -347,8 +347,8 @@ for _name in _UFUNCS:
 abs, mod = absolute, remainder   # noqa: A001, F821  (numpy's aliases)
 
 # dtypes and constants are NumPy's own in CuPy too
-from numpy import (bool_, dtype, e, float16, float32, float64, inf, int8, int16, int32,  # noqa: E402,F401
-                   int64, intp, nan, newaxis, pi, uint8, uint32, uint64)
+from numpy import (bool_, dtype, e, float16, float32, float64, inf, int8,  # noqa: E402,F401
+                   int16, int32, int64, intp, nan, newaxis, pi, uint8, uint32, uint64)
 
 bool = bool_   # noqa: A001  (cupy.bool is numpy.bool)
 

@@ -150,7 +150,8 @@ def build(name, method, neuron_kind="lif", seed=1):
         return dn.models.cnn((1, 8, 8), (3, 4), 3, **kw), (1, 8, 8)
     if name == "vgg":
         return dn.models.vgg((2, 4, 4), (3, "P", 4), 3, hidden=(5,), pool="max", **kw), (2, 4, 4)
-    return dn.models.sew_resnet((2, 8, 8), 3, blocks=(1, 1), channels=(3, 5), head=6, **kw), (2, 8, 8)
+    net = dn.models.sew_resnet((2, 8, 8), 3, blocks=(1, 1), channels=(3, 5), head=6, **kw)
+    return net, (2, 8, 8)
 
 
 def run_step(net, x, y, xp):
@@ -173,7 +174,7 @@ def run_step(net, x, y, xp):
 
 def compare_step(name, method, neuron_kind="lif"):
     rng = np.random.default_rng(7)
-    (net_np, shape), (net_xs, _) = build(name, method, neuron_kind), build(name, method, neuron_kind)
+    (net_np, shape), (net_xs, _) = (build(name, method, neuron_kind) for _ in range(2))
     x = rng.normal(size=(5,) + shape).astype(np.float32)
     y = rng.integers(0, 3, 5)
     net_xs.to("strict")
@@ -244,8 +245,29 @@ def test_dropout_and_poisson_encoding_equal_numpy():
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("make", [lambda ps: dn.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
-                                  lambda ps: dn.optim.Adam(ps, lr=0.01, weight_decay=1e-3)])
+def test_diagnostics_equal_numpy():
+    from dsatgo_np import diagnostics
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 1, 8, 8)).astype(np.float32)
+    found = []
+    for xp in (np, xs):
+        net, _ = build("cnn", "ds-atgo")
+        net.to("numpy" if xp is np else "strict")
+        with plain_kernels():
+            net.forward(dn.encode.direct(xp.asarray(x), net.T))
+        found.append((diagnostics.collect(net), diagnostics.histograms(net, bins=12)))
+    (stats_np, hist_np), (stats_xs, hist_xs) = found
+    assert stats_np.keys() == stats_xs.keys() == hist_np.keys() == hist_xs.keys() != set()
+    for name in stats_np:
+        for key, want in stats_np[name].items():
+            np.testing.assert_array_equal(stats_xs[name][key], want, err_msg=f"{name} {key}")
+        for key, want in hist_np[name].items():
+            np.testing.assert_array_equal(hist_xs[name][key], want, err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: dn.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=True),
+    lambda ps: dn.optim.Adam(ps, lr=0.01, weight_decay=1e-3)])
 def test_optimiser_steps_equal_numpy(make):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(6, 12)).astype(np.float32), rng.integers(0, 3, 6)

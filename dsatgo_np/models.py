@@ -244,7 +244,7 @@ def resnet19(T=2, n_classes=10, method="ds-atgo", neuron="plif", width="std", dt
         mods = b.conv_block(c_in, c_out, kernel, stride)
         for _, p in mods[0].named_parameters():            # Kaiming normal, fan-out
             std = np.sqrt(2.0 / (c_out * kernel * kernel))
-            p.data[...] = (b.rng.standard_normal(p.data.shape) * std).astype(dtype)
+            p.data[...] = b.rng.standard_normal(p.data.shape, dtype=dtype) * p.data.dtype.type(std)
         return mods
 
     mods = conv_block(3, 128)                                     # stem

@@ -1,0 +1,487 @@
+"""Weights to and from PyTorch: the authors' released ResNet19, and PyTorch twins of our models.
+
+The authors' PyTorch release of DS-ATGO (github.com/jqjiang1999/DS-ATGO, network_model/ResNet19.py)
+names its layers with three small wrappers, and this module speaks the same vocabulary for every
+network of dsatgo_np.models:
+
+    tdLayer(layer, bn)   "<path>.layer.weight" (Linear [O, I] / Conv2d [F, C, k, k]), ".layer.bias",
+                         "<path>.bn.tdBN.{weight, bias, running_mean, running_var,
+                         num_batches_tracked}" (tdBN wraps nn.BatchNorm1d / nn.BatchNorm3d)
+    SpikingNeuron        "<path>.neuron.w" (PLIF: decay sigmoid(w); nothing for a fixed LIF)
+
+Our arrays already have PyTorch's layouts, so a transfer only renames keys (and adds the
+num_batches_tracked counters PyTorch keeps: exported as 0, unused with BatchNorm's momentum).
+The release keeps its running thresholds as a plain attribute (BaseNode.running_threshold), so
+its state_dict() loses them: here they travel apart, as {SpikingNeuron path: (T,) array}, and in
+a safetensors file as "<path>.neuron.running_threshold", where the release's attribute lives.
+
+    state, thresholds = export_official(net)            # the release's state_dict keys
+    net = import_official(state, thresholds, T=2)       # and back
+    save_safetensors(net, "model.safetensors")          # both dicts, architecture and T inside
+    net = load_safetensors("model.safetensors")
+
+Only resnet19 follows the release's own module tree (encode / ResNetBlocks / global_ap / fc);
+mlp, cnn and vgg map to one nn.Sequential, and sew_resnet to the release's tree with its own
+widths. docs/INTEROP.md prints a PyTorch module that loads all of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import encode, models
+from ..backend import get_xp, to_numpy
+from ..model import (AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
+                     SEWBlock, Sequential, Spiking)
+
+THRESHOLD_SUFFIX = ".neuron.running_threshold"    # where the release keeps them, per neuron
+FORMAT = "dsatgo_np"                               # safetensors metadata "format"
+RELEASE = "the authors' PyTorch release (github.com/jqjiang1999/DS-ATGO)"
+
+
+class ArchitectureMismatch(ValueError):
+    """The weights come from another architecture (or another T) than the one asked for."""
+
+
+class Entry(NamedTuple):
+    ours: str | None     # key in net.state_dict(); None for num_batches_tracked (PyTorch only)
+    theirs: str          # key in the PyTorch model's state_dict()
+    kind: str            # "param" | "buffer" | "count"
+
+
+class Layout(NamedTuple):
+    entries: list        # [Entry], in PyTorch's state_dict order
+    neurons: list        # [(our Spiking prefix, PyTorch SpikingNeuron path)]
+
+
+# --- the key mapping --------------------------------------------------------------------------------
+
+class _Mapper:
+    def __init__(self):
+        self.entries, self.neurons = [], []
+
+    def td(self, ours_layer: str, layer, theirs: str, ours_bn: str | None = None):
+        """tdLayer(layer, bn): our Linear/Conv2d at ours_layer, our BatchNorm at ours_bn."""
+        for name, _ in layer.named_parameters():
+            self.entries.append(Entry(ours_layer + name, f"{theirs}.layer.{name}", "param"))
+        if ours_bn is not None:
+            bn = f"{theirs}.bn.tdBN."
+            self.entries += [Entry(ours_bn + "weight", bn + "weight", "param"),
+                             Entry(ours_bn + "bias", bn + "bias", "param"),
+                             Entry(ours_bn + "running_mean", bn + "running_mean", "buffer"),
+                             Entry(ours_bn + "running_var", bn + "running_var", "buffer"),
+                             Entry(None, bn + "num_batches_tracked", "count")]
+
+    def neuron(self, ours: str, module: Spiking, theirs: str):
+        if module.neuron == "plif":
+            self.entries.append(Entry(ours + "w", f"{theirs}.neuron.w", "param"))
+        self.neurons.append((ours, theirs))
+
+    def triple(self, mods, ours: str, theirs_td: str, theirs_neuron: str, start: int = 0):
+        """mods[start:start+3] = layer, BatchNorm, Spiking under the prefix ours."""
+        layer, bn, spike = mods[start:start + 3]
+        _expect(isinstance(layer, (Linear, Conv2d)) and isinstance(bn, BatchNorm)
+                and isinstance(spike, Spiking), f"{ours}{start}", "layer -> BatchNorm -> Spiking")
+        self.td(f"{ours}{start}.", layer, theirs_td, f"{ours}{start + 1}.")
+        self.neuron(f"{ours}{start + 2}.", spike, theirs_neuron)
+
+
+def _expect(ok: bool, where: str, what: str):
+    if not ok:
+        raise ArchitectureMismatch(f"module {where!r} is not the expected {what}: only networks "
+                                   "built by dsatgo_np.models can be mapped to PyTorch")
+
+
+def layout(net) -> Layout:
+    """Our state_dict keys <-> the PyTorch twin's, for a network of dsatgo_np.models."""
+    name = getattr(net, "spec", {}).get("name")
+    if name in ("resnet19", "sew_resnet"):
+        return _resnet_layout(net)
+    if name in ("mlp", "cnn", "vgg"):
+        return _sequential_layout(net)
+    raise ArchitectureMismatch(f"no PyTorch mapping for model {name!r}: export works for "
+                               "dsatgo_np.models.resnet19, sew_resnet, mlp, cnn and vgg")
+
+
+def _resnet_layout(net) -> Layout:
+    """The release's tree: encode.{0,1}, ResNetBlocks.<i>.0.{conv1, spike1, conv2, spike2,
+    downsample.{0,1}}, global_ap, fc.{0 (Linear + BN1d), 1 (neuron), 2 (readout)}."""
+    m, mods = _Mapper(), list(net)
+    m.triple(mods, "", "encode.0", "encode.1")
+    blocks = [i for i, mod in enumerate(mods) if isinstance(mod, SEWBlock)]
+    for j, i in enumerate(blocks):
+        main = list(mods[i]._children["main"])
+        here = f"ResNetBlocks.{j}.0"
+        m.triple(main, f"{i}.main.", f"{here}.conv1", f"{here}.spike1")
+        m.triple(main, f"{i}.main.", f"{here}.conv2", f"{here}.spike2", start=3)
+        if "shortcut" in mods[i]._children:
+            short = list(mods[i]._children["shortcut"])
+            m.triple(short, f"{i}.shortcut.", f"{here}.downsample.0", f"{here}.downsample.1")
+    h = blocks[-1] + 1
+    _expect(isinstance(mods[h], GlobalAvgPool) and len(mods) == h + 5, str(h),
+            "head: global average pool, Linear, BatchNorm, Spiking, readout")
+    m.triple(mods, "", "fc.0", "fc.1", start=h + 1)
+    m.td(f"{h + 4}.", mods[h + 4], "fc.2")
+    return Layout(m.entries, m.neurons)
+
+
+def _sequential_layout(net) -> Layout:
+    """One nn.Sequential: each Linear/Conv2d and its BatchNorm become one tdLayer (one index),
+    each Spiking, pooling or Flatten one index; the readout a tdLayer without BN."""
+    m, mods, j, i = _Mapper(), list(net), 0, 0
+    while i < len(mods):
+        mod = mods[i]
+        if isinstance(mod, (Linear, Conv2d)):
+            bn = i + 1 < len(mods) and isinstance(mods[i + 1], BatchNorm)
+            m.td(f"{i}.", mod, str(j), f"{i + 1}." if bn else None)
+            i += 2 if bn else 1
+        elif isinstance(mod, Spiking):
+            m.neuron(f"{i}.", mod, str(j))
+            i += 1
+        else:
+            _expect(isinstance(mod, (Flatten, AvgPool2d, MaxPool2d)), str(i),
+                    "Linear, Conv2d, BatchNorm, Spiking, pooling or Flatten")
+            i += 1
+        j += 1
+    return Layout(m.entries, m.neurons)
+
+
+# --- export / import ------------------------------------------------------------------------------
+
+def export_official(net, grads: bool = False):
+    """-> (state, thresholds), NumPy arrays in PyTorch's layouts and key names.
+
+    state:      exactly the keys of the PyTorch model's state_dict() (for resnet19: the
+                release's ResNet19(T, n_classes)), BatchNorm statistics and num_batches_tracked
+                (0: not counted here) included. grads=True: each parameter's key maps to its
+                gradient instead, and buffers are left out.
+    thresholds: {SpikingNeuron path: (T,) running thresholds}, e.g. "encode.1",
+                "ResNetBlocks.3.0.downsample.1", "fc.1".
+    """
+    lay = layout(net)
+    params = dict(net.named_parameters())
+    ours = net.state_dict()
+    state = {}
+    for e in lay.entries:
+        if grads:
+            if e.kind == "param":
+                state[e.theirs] = to_numpy(params[e.ours].grad).copy()
+        elif e.kind == "count":
+            state[e.theirs] = np.zeros((), dtype=np.int64)
+        else:
+            state[e.theirs] = ours[e.ours]
+    thresholds = {theirs: ours[o + "running_threshold"] for o, theirs in lay.neurons}
+    _warn_semantics(net)
+    return state, thresholds
+
+
+def _warn_semantics(net):
+    cfg = net.config
+    if net.spec.get("name") == "resnet19" and (
+            cfg.method, cfg.width, cfg.f_c, cfg.threshold, cfg.detach_reset, cfg.threshold_grad
+    ) != ("ds-atgo", "std", 1.0, "measured", False, False):
+        warnings.warn(f"{RELEASE} computes method='ds-atgo', width='std', f_c=1, measured "
+                      f"thresholds, reset not detached; this network uses method={cfg.method!r}, "
+                      f"width={cfg.width!r}, f_c={cfg.f_c}: the weights load there, the "
+                      "predictions may differ", stacklevel=3)
+
+
+def import_official(state: dict, thresholds: dict | None = None, T: int = 2,
+                    n_classes: int | None = None, spec: dict | None = None, batches=None,
+                    **spiking):
+    """Build a network and load PyTorch weights into it. -> net (in eval mode).
+
+    state:      a PyTorch state_dict as NumPy arrays (or anything np.asarray takes: tensors
+                after .numpy()); every key must be there, and no other.
+    thresholds: {SpikingNeuron path: (T,)} running thresholds. None: the release lost them,
+                so they come from calibrate(net, batches) when batches is given, else stay at
+                V_th (with a warning): call calibrate before evaluating.
+    T:          time steps (the running thresholds have one value per step).
+    n_classes:  classes of the readout; None: read from the state.
+    spec:       architecture (net.spec of dsatgo_np.models); None: the release's ResNet19.
+    spiking:    options of the spiking layers (method, neuron, width, dtype, ...).
+    """
+    if spec is None:
+        if n_classes is None:
+            w = state.get("fc.2.layer.weight")
+            if w is None:
+                raise ArchitectureMismatch(
+                    "this state has no 'fc.2.layer.weight': it is not the release's ResNet19 "
+                    "state_dict; pass spec=... for one of our other architectures")
+            n_classes = int(np.shape(w)[0])
+        spec = dict(name="resnet19", n_classes=n_classes)
+    elif n_classes is not None:
+        spec = {**spec, "n_classes": n_classes}
+    net = models.build(spec, T=T, **spiking)
+    load_official(net, state, thresholds)
+    if thresholds is None:
+        if batches is not None:
+            calibrate(net, batches)
+        else:
+            warnings.warn("no running thresholds given: they stay at V_th until "
+                          "dsatgo_np.interop.official.calibrate(net, batches) sets them from a "
+                          "few training batches", stacklevel=2)
+    return net.eval()
+
+
+def load_official(net, state: dict, thresholds: dict | None = None):
+    """Copy a PyTorch state (and running thresholds) into net; raises ArchitectureMismatch
+    naming the missing, unexpected or misshapen keys."""
+    lay = layout(net)
+    expected = [e.theirs for e in lay.entries]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in set(expected)]
+    if missing or unexpected:
+        raise ArchitectureMismatch(
+            f"these weights are not a {net.spec['name']} of this shape: missing keys "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected keys "
+            f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; check the architecture "
+            "(and for ResNet19, that the state comes from the release's ResNet19)")
+    ours = net.state_dict()
+    new = dict(ours)
+    for e in lay.entries:
+        if e.kind == "count":
+            continue
+        value = np.asarray(state[e.theirs])
+        if value.shape != ours[e.ours].shape:
+            raise ArchitectureMismatch(
+                f"{e.theirs!r} has shape {value.shape}, this {net.spec['name']} expects "
+                f"{ours[e.ours].shape}: another width or number of classes?")
+        new[e.ours] = value
+    if thresholds is not None:
+        paths = [theirs for _, theirs in lay.neurons]
+        if set(thresholds) != set(paths):
+            raise ArchitectureMismatch(
+                f"running thresholds for {sorted(set(paths) - set(thresholds))[:5]} are missing "
+                f"and {sorted(set(thresholds) - set(paths))[:5]} belong to no neuron of this "
+                "network")
+        for o, theirs in lay.neurons:
+            value = np.asarray(thresholds[theirs]).reshape(-1)
+            if value.shape != ours[o + "running_threshold"].shape:
+                raise ArchitectureMismatch(
+                    f"neuron {theirs!r} has {value.size} running thresholds, one per time step, "
+                    f"but the network was built with T={net.T}: pass T={value.size}")
+            new[o + "running_threshold"] = value
+    net.load_state_dict(new)
+    return net
+
+
+def calibrate(net, batches, encoded: bool = False):
+    """Set the running thresholds from a few training batches, BatchNorm statistics untouched.
+
+    Each batch runs forward in training mode (tdBN normalises with the batch's statistics,
+    theta[t] = f_c (mu[t] + sigma[t]) is measured, as in training); each neuron's running
+    threshold becomes the plain mean of its theta[t] over the batches, not a momentum average
+    that a few batches would leave near its start. batches: arrays [B, ...] of static inputs
+    (direct-encoded over net.T steps here; [T, B, ...] when encoded=True), or (x, y) pairs.
+    Returns net, in the mode it was in.
+    """
+    spikers = [m for m in net.modules() if isinstance(m, Spiking)]
+    norms = [(m, dict(m._buffers)) for m in net.modules() if isinstance(m, BatchNorm)]
+    was_training = net.training
+    sums, n = [0.0] * len(spikers), 0
+    net.train()
+    try:
+        for item in batches:
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            net.forward(x if encoded else encode.direct(x, net.T))
+            for i, m in enumerate(spikers):
+                sums[i] = sums[i] + to_numpy(m.cache.theta).astype(np.float64)
+                m.cache = None
+            n += 1
+    finally:
+        for m, buffers in norms:                           # keep the trained statistics
+            m._buffers.update(buffers)
+        net.train(was_training)
+    if n == 0:
+        raise ValueError("calibrate needs at least one batch of training inputs")
+    for i, m in enumerate(spikers):
+        old = m._buffers["running_threshold"]
+        m._buffers["running_threshold"] = get_xp(old).asarray(sums[i] / n, dtype=old.dtype)
+    return net
+
+
+# --- safetensors files ---------------------------------------------------------------------------
+
+def _safetensors():
+    try:
+        from safetensors import numpy as stnp
+        from safetensors import safe_open
+    except ImportError as e:
+        raise ImportError("model files need the safetensors package: pip install "
+                          "'dsatgo_np[interop]' (or pip install safetensors)") from e
+    return stnp, safe_open
+
+
+def _spiking_options(net) -> dict:
+    """The keywords that rebuild net's spiking layers (models.build(spec, T=..., **these))."""
+    cfg = net.config
+    spike = next(m for m in net.modules() if isinstance(m, Spiking))
+    opts = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+    opts.update(neuron=spike.neuron, dtype=str(spike._buffers["running_threshold"].dtype))
+    if spike.neuron == "lif":
+        opts["lam"] = float(spike.lam)
+    return opts
+
+
+def save_safetensors(net, path, extra: dict | None = None):
+    """Write net's PyTorch-named state and running thresholds ("<path>.neuron.running_threshold")
+    to one safetensors file (no pickle), written atomically. Metadata (strings): format,
+    architecture (net.spec as JSON), T, spiking (options as JSON), and any `extra` entries."""
+    stnp, _ = _safetensors()
+    state, thresholds = export_official(net)
+    tensors = {k: np.asarray(v, order="C") for k, v in state.items()}   # keeps 0-d
+    tensors.update({p + THRESHOLD_SUFFIX: np.asarray(v, order="C") for p, v in thresholds.items()})
+    meta = {"format": FORMAT, "architecture": json.dumps(net.spec), "T": str(net.T),
+            "spiking": json.dumps(_spiking_options(net))}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()})
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".safetensors.tmp", dir=folder)
+    os.close(fd)
+    try:
+        stnp.save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def read_safetensors(path):
+    """-> (state, thresholds or None, metadata dict) of a safetensors file, ours or PyTorch's."""
+    stnp, safe_open = _safetensors()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}: check the path")
+    try:
+        with safe_open(path, framework="np") as f:
+            meta = dict(f.metadata() or {})
+        tensors = stnp.load_file(path)
+    except Exception as e:
+        raise ValueError(f"{path!r} is not a readable safetensors file ({e}); export it again "
+                         "(python -m dsatgo_np.train export CHECKPOINT FILE)") from e
+    thresholds = {k[:-len(THRESHOLD_SUFFIX)]: v for k, v in tensors.items()
+                  if k.endswith(THRESHOLD_SUFFIX)}
+    state = {k: v for k, v in tensors.items() if not k.endswith(THRESHOLD_SUFFIX)}
+    return state, thresholds or None, meta
+
+
+def load_safetensors(path, expect=None, T: int | None = None, batches=None, **spiking):
+    """Read a model file and rebuild its network. -> net (in eval mode).
+
+    A file written here names its architecture, T and spiking options in its metadata. A file
+    saved in PyTorch from the release's ResNet19 (safetensors.torch.save_file of its
+    state_dict, with or without the "<path>.neuron.running_threshold" entries) is read as a
+    resnet19: T from its "T" metadata, else from the thresholds, else the T argument.
+
+    expect:  a model name ("resnet19", "mlp", ...) or a spec dict the file must hold; another
+             architecture raises ArchitectureMismatch, as do weights that do not fit the
+             architecture the file names.
+    batches: calibration batches, used when the file has no running thresholds.
+    spiking: options that override the file's (e.g. dtype="float64").
+    """
+    state, thresholds, meta = read_safetensors(path)
+    if "architecture" in meta:
+        spec = json.loads(meta["architecture"])
+    elif "fc.2.layer.weight" in state:
+        spec = dict(name="resnet19", n_classes=int(state["fc.2.layer.weight"].shape[0]))
+    else:
+        raise ArchitectureMismatch(
+            f"{path} names no architecture in its metadata and is not the release's ResNet19 "
+            "(no 'fc.2.layer.weight'): save it with dsatgo_np.interop.official.save_safetensors")
+    want = expect if isinstance(expect, (dict, type(None))) else {"name": expect}
+    if want is not None and any(spec.get(k) != v for k, v in want.items()):
+        raise ArchitectureMismatch(f"{path} holds a {spec.get('name')} ({json.dumps(spec)}), not "
+                                   f"the expected {json.dumps(want)}")
+    if "T" in meta:
+        file_T = int(meta["T"])
+    elif thresholds:
+        file_T = int(np.asarray(next(iter(thresholds.values()))).size)
+    else:
+        file_T = None
+    if T is not None and file_T is not None and T != file_T:
+        raise ArchitectureMismatch(f"{path} was saved with T={file_T}, not T={T}")
+    T = T or file_T
+    if T is None:
+        raise ValueError(f"{path} says nothing of its number of time steps: pass T=...")
+    options = json.loads(meta.get("spiking", "{}"))
+    options.update(spiking)
+    try:
+        return import_official(state, thresholds, T=T, spec=spec, batches=batches, **options)
+    except ArchitectureMismatch as e:
+        raise ArchitectureMismatch(f"{path}: {e}") from e
+
+
+# --- the command line's export / import ------------------------------------------------------------
+
+def cli_export(src_checkpoint, dst):
+    """python -m dsatgo_np.train export RUN/best.npz model.safetensors: a checkpoint's model to
+    a safetensors file (the run's config in its metadata, to come back with cli_import)."""
+    from ..checkpoint import load_model_state, read_checkpoint
+    state, _, meta = read_checkpoint(src_checkpoint)
+    net = _checkpoint_model(meta, src_checkpoint)
+    load_model_state(net, state, src_checkpoint)
+    keep = {k: meta[k] for k in ("config", "in_shape", "n_classes", "test_acc", "epoch")
+            if k in meta}
+    save_safetensors(net, dst, extra={"run": keep})
+    return dst
+
+
+def _checkpoint_model(meta, path):
+    if "spec" in meta:
+        return models.build(meta["spec"], **meta.get("spiking", {}))
+    if "n_classes" not in meta or "config" not in meta:
+        raise ValueError(f"{path} holds no finished epoch (an interrupted run's last.npz?): "
+                         "export best.npz, or resume the run first")
+    from ..train import Config, build_model
+    return build_model(Config(**meta["config"]), tuple(meta["in_shape"]), meta["n_classes"])
+
+
+def cli_import(src, dst_checkpoint, batches=None, dataset: str | None = None):
+    """python -m dsatgo_np.train import model.safetensors RUN/imported.npz: a model file (ours,
+    or the release's ResNet19 saved from PyTorch) to a checkpoint that `python -m
+    dsatgo_np.train evaluate` reads. A file without running thresholds needs calibration
+    batches (the evaluation would otherwise fire at V_th). dataset: the data set to evaluate
+    on, when the file does not name it (default cifar10, the release's)."""
+    from ..checkpoint import save_checkpoint
+    from ..train import Config
+    _, thresholds, fmeta = read_safetensors(src)
+    if thresholds is None and batches is None:
+        raise ValueError(f"{src} has no running thresholds (the release keeps them outside its "
+                         "state_dict): save them with the lines in docs/INTEROP.md, or import "
+                         "with calibration batches: cli_import(src, dst, batches=...)")
+    net = load_safetensors(src, batches=batches)
+    run = json.loads(fmeta.get("run", "{}"))
+    opts = _spiking_options(net)
+    name = net.spec["name"]
+    cfg = dict(run.get("config") or {})
+    if not cfg:
+        cfg = dict(dataset=dataset or "cifar10", model=name.replace("_", "-"),
+                   **{k: opts[k] for k in ("method", "neuron", "width", "f_c", "threshold",
+                                           "running", "threshold_grad", "detach_reset")})
+        if name == "sew_resnet":
+            cfg["width_mult"] = net.spec.get("width_mult", 1.0)
+    elif dataset:
+        cfg["dataset"] = dataset
+    cfg["T"] = net.T
+    config = {**Config().__dict__, **cfg}
+    in_shape = run.get("in_shape") or net.spec.get("in_shape") or [3, 32, 32]
+    spiking = {k: v for k, v in opts.items() if k != "dtype"}
+    meta = dict(config=config, in_shape=list(in_shape), n_classes=_n_classes(net),
+                spec=net.spec, spiking=dict(T=net.T, **spiking), imported_from=os.fspath(src),
+                test_acc=run.get("test_acc"), epoch=run.get("epoch"))
+    save_checkpoint(dst_checkpoint, net, None, meta)
+    return dst_checkpoint
+
+
+def _n_classes(net) -> int:
+    last = list(net)[-1]
+    return int(last._params["weight"].data.shape[0])

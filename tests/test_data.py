@@ -458,3 +458,125 @@ def test_cifar10_not_found_says_where_it_looked(monkeypatch, isolated):
     monkeypatch.setenv("DSATGO_CIFAR10", str(isolated / "nothing"))
     with pytest.raises(DataError, match="fix or unset it"):
         data.load("cifar10", progress=False)
+
+
+# --------------------------------------------------------------------------- content checks
+def test_a_file_changed_in_place_is_caught_by_the_next_process(isolated, fake_md5, monkeypatch):
+    """Labels shifted by one with size and mtime kept: the old size/mtime check trusted them."""
+    make_idx_set(isolated / "mnist")
+    data.fetch("mnist", progress=False)
+    path = isolated / "mnist" / "train-labels-idx1-ubyte"
+    st = path.stat()
+    raw = bytearray(path.read_bytes())
+    raw[8:] = bytes((b + 1) % 10 for b in raw[8:])
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    monkeypatch.setattr(fetch_mod, "_CHECKED", set())           # as in a new process
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt"):
+        data.load("mnist", download=False, progress=False)
+
+
+def test_the_content_is_hashed_once_per_process(isolated, fake_md5, monkeypatch):
+    make_idx_set(isolated / "mnist")
+    data.fetch("mnist", progress=False)
+    monkeypatch.setattr(fetch_mod, "_CHECKED", set())
+    hashed = []
+    real = fetch_mod.file_hash
+    monkeypatch.setattr(fetch_mod, "file_hash", lambda *a: hashed.append(a) or real(*a))
+    data.load("mnist", "train", progress=False)
+    data.load("mnist", "test", progress=False)
+    assert len(hashed) == 4                                      # the four files, once
+
+
+def test_a_first_fetch_does_not_read_like_an_error(monkeypatch, tmp_path, fake_md5, capsys):
+    gz = {p.name: p.read_bytes() for p in _gz_copies(tmp_path)}
+    monkeypatch.setattr(fetch_mod, "WHICH", lambda prog: None)  # no npm here
+    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen([], gz))
+    data.load("mnist", "train")
+    err = capsys.readouterr().err
+    assert "mnist: not in the cache yet" in err
+    assert "has none of the four files" not in err and "failed" not in err
+
+
+def test_commands_say_how_long_they_may_take(monkeypatch, isolated, capsys):
+    monkeypatch.setattr(fetch_mod, "WHICH", lambda prog: "/usr/bin/" + prog)
+    monkeypatch.setattr(fetch_mod, "RUN", fake_run([], {"npm": lambda c, d: 1}))
+    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen([]))
+    with pytest.raises(DataError) as e:
+        data.fetch("mnist")
+    assert f"(gives up after {fetch_mod.COMMAND_TIMEOUT} s)" in capsys.readouterr().err
+    assert fetch_mod.COMMAND_TIMEOUT <= 60
+    assert "\n" not in str(e.value)                              # one line
+
+
+class _Planted:
+    """A pickle that creates a file when unpickled: proof that nothing was unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_cifar10_batches_that_are_not_the_official_ones_are_never_unpickled(isolated):
+    folder = isolated / "cifar10" / "cifar-10-batches-py"
+    make_pickles(folder)                                         # md5s not registered
+    planted = isolated / "planted"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(_Planted(planted), f)
+    with pytest.raises(DataError, match="refusing to unpickle it"):
+        data.load("cifar10", "test", progress=False, download=False)
+    assert not planted.exists()
+
+
+def _official_tarball(tmp_path, monkeypatch):
+    """A small tarball in the official layout whose md5s become the official ones."""
+    made = make_pickles(tmp_path / "src" / "cifar-10-batches-py", monkeypatch)
+    path = tmp_path / "official.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    raw = path.read_bytes()
+    monkeypatch.setattr(data, "CIFAR10_PYTHON_MD5", hashlib.md5(raw).hexdigest())
+    monkeypatch.setattr(data, "CIFAR10_TARBALL", "no-jpeg-copy-here.tar.gz")
+    return made, raw
+
+
+def test_cifar10_official_release_is_downloaded_and_checked(isolated, tmp_path, monkeypatch):
+    made, raw = _official_tarball(tmp_path, monkeypatch)
+    urls = []
+    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen(urls, {data.CIFAR10_PYTHON: raw}))
+    x, y = data.load("cifar10", "test", progress=False)
+    assert urls == [data.CIFAR10_URL]
+    assert list(y) == made["test_batch"][1]
+    np.testing.assert_allclose(x * 255, made["test_batch"][0].reshape(4, 3, 32, 32), atol=1e-3)
+    assert (isolated / "cifar10" / data.CIFAR10_PYTHON).read_bytes() == raw
+    assert data.dataset_label("cifar10") == "CIFAR-10"
+
+
+def test_cifar10_download_with_the_wrong_md5_is_refused(isolated, tmp_path, monkeypatch):
+    _, raw = _official_tarball(tmp_path, monkeypatch)
+    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen([], {data.CIFAR10_PYTHON: raw[:-10]}))
+    with pytest.raises(DataError, match="the download has md5"):
+        data.load("cifar10", "test", progress=False)
+    assert os.listdir(isolated / "cifar10") == []                # nothing kept, nothing decoded
+    # and an official-named tarball with other content is refused before it is opened
+    (isolated / "cifar10" / data.CIFAR10_PYTHON).write_bytes(raw[:-10])
+    with pytest.raises(DataError, match="not the official release's"):
+        data.load("cifar10", "test", progress=False, download=False)
+
+
+def test_cifar10_decoded_cache_is_checked_once_per_process(isolated, monkeypatch):
+    made = make_pickles(isolated / "cifar10" / "cifar-10-batches-py", monkeypatch)
+    x, _ = data.load("cifar10", "test", progress=False)
+    path = isolated / "cifar10" / "test.npz"
+    raw = bytearray(path.read_bytes())
+    with np.load(path) as z:
+        assert z["x"].dtype == np.uint8
+    i = raw.index(made["test_batch"][0].reshape(4, 3, 32, 32).tobytes()[:64])
+    raw[i] ^= 0xFF                                               # one pixel, same size
+    path.write_bytes(bytes(raw))
+    monkeypatch.setattr(data, "_checked_npz", set())             # as in a new process
+    again, _ = data.load("cifar10", "test", progress=False)
+    np.testing.assert_array_equal(again, x)                      # decoded again from the batches

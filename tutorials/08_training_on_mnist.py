@@ -39,7 +39,6 @@ import numpy as np
 import dsatgo_np as dn
 from _common import FAST, FIGURES, IN_NOTEBOOK, savefig
 from dsatgo_np import data, diagnostics, plots, train
-from dsatgo_np.checkpoint import load_model_state, read_checkpoint
 
 METHODS = ("vanilla", "ds-atgo")
 THEOREM1 = diagnostics.THEOREM1_RATE                  # 1 - Phi(1) = 0.158655
@@ -131,8 +130,9 @@ for m in METHODS:
 # %% [markdown]
 # ## The diagnostics, recomputed by hand
 #
-# The logged numbers are averages over an epoch; to see where they come from, rebuild the
-# trained DS-ATGO network from `last.npz`, run one training-mode forward pass on 500 test
+# The logged numbers are averages over an epoch; to see where they come from, load the
+# trained networks from their `last.npz` with `dn.load` (which rebuilds the model from the
+# recipe saved with it), run one training-mode forward pass on 500 test
 # images, and recompute every statistic from a spiking layer's cache ($H$ and $S$ of shape
 # `[T, B, N]`), following docs/METHOD.md sections 3 and 4:
 #
@@ -140,25 +140,20 @@ for m in METHODS:
 #   k[t] = k_0\,(1 + \tanh(\theta[t] - V_{th})), \quad
 #   \text{share}[t] = \mathrm{mean}\big(|H[t] - \theta[t]| < k[t]/2\big).$$
 #
-# First, a check that the rebuild is faithful: in eval mode (running BN statistics and
-# running thresholds) it scores exactly the test accuracy the trainer logged.
+# First, a check that the loaded network is faithful: in eval mode (running BN statistics
+# and running thresholds, the mode `dn.load` returns it in) it scores exactly the test
+# accuracy the trainer logged.
 
 # %%
 x_test, y_test = data.load(dataset, "test")
 x_test = data.normalize(x_test, dataset)
 
 
-def load_trained(run):
-    state, _, meta = read_checkpoint(os.path.join(run, "last.npz"))
-    cfg = train.Config(**meta["config"])
-    net = train.build_model(cfg, tuple(meta["in_shape"]), meta["n_classes"])
-    return load_model_state(net, state), cfg
-
-
 nets = {}
 for m in METHODS:
-    nets[m], cfg_m = load_trained(summaries[m]["run"])
-    assert train.evaluate(nets[m], x_test, y_test, cfg_m, np) == rows[m][-1]["test_acc"]
+    nets[m] = dn.load(os.path.join(summaries[m]["run"], "last.npz"))    # eval mode
+    assert not nets[m].training
+    assert train.evaluate(nets[m], x_test, y_test, cfg, np) == rows[m][-1]["test_acc"]
 
 # A training-mode forward, as the Recorder sees during training (batch statistics in tdBN,
 # measured thresholds). It also nudges this copy's running buffers, which we no longer use.

@@ -47,7 +47,6 @@ import numpy as np
 import dsatgo_np as dn
 from _common import FAST, FIGURES, IN_NOTEBOOK, savefig
 from dsatgo_np import data, diagnostics, plots, train
-from dsatgo_np.checkpoint import load_model_state, read_checkpoint
 
 METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
 THEOREM1 = diagnostics.THEOREM1_RATE                  # 1 - Phi(1) = 0.158655
@@ -187,8 +186,8 @@ print(f"-> the gap is {verdict} three standard errors of a difference: "
 #
 # ## What the methods do, which is robust
 #
-# Behaviour is another matter: it does not depend on the scale. Rebuild each method's
-# seed-0 network from `last.npz`, run one training-mode forward pass on 500 test images,
+# Behaviour is another matter: it does not depend on the scale. Load each method's
+# seed-0 network with `dn.load`, run one training-mode forward pass on 500 test images,
 # and check the table above (docs/METHOD.md section 5) by hand, per layer and per step,
 # from the measured $\mu[t]$, $\sigma[t]$ and the BatchNorm scale $g$:
 
@@ -197,15 +196,9 @@ x_test, _ = data.load(budget["dataset"], "test")
 x_probe = data.normalize(x_test[:500], budget["dataset"])
 
 
-def load_trained(run):
-    state, _, meta = read_checkpoint(os.path.join(run, "last.npz"))
-    net = train.build_model(train.Config(**meta["config"]), tuple(meta["in_shape"]), meta["n_classes"])
-    return load_model_state(net, state)
-
-
 lam, v_th, k0 = 0.2, 1.0, 1.0
 for m in METHODS:
-    net = load_trained(runs[m, seeds[0]])
+    net = dn.load(os.path.join(runs[m, seeds[0]], "last.npz")).train()   # measured thresholds
     net.forward(dn.encode.direct(x_probe, T))
     stats = diagnostics.collect(net)
     for name, layer in diagnostics.spiking_layers(net):

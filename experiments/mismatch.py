@@ -248,6 +248,8 @@ def welch(a, b):
     from scipy import stats
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     diff = float(a.mean() - b.mean())
+    if min(len(a), len(b)) < 2:                 # no test from a single seed
+        return diff, math.nan
     if a.std() == 0 and b.std() == 0:
         return diff, (0.0 if diff else 1.0)
     with warnings.catch_warnings():      # near-identical samples: scipy warns, p stays valid
@@ -256,13 +258,15 @@ def welch(a, b):
 
 
 def holm(pvalues):
-    """Holm's step-down adjustment of a family of p-values (same order as given)."""
+    """Holm's step-down adjustment of a family of p-values (same order as given); NaN
+    entries (no test) stay NaN and do not count in the family."""
     p = np.asarray(pvalues, dtype=np.float64)
-    order = np.argsort(p)
-    adj = np.empty_like(p)
+    adj = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid])]
     running = 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
         adj[i] = running
     return adj.tolist()
 
@@ -356,7 +360,7 @@ def table_deepest(runs, knob):
     methods = _methods(runs)
     lines = []
     for variant in _variants(runs):
-        lines += [f"| {knob}{_name(knob, variant)} | sigma of H at start | " +
+        lines += [f"| {knob}{_name(knob, variant)} | sigma of H[1] at start, vanilla / ds-atgo | " +
                   " | ".join(f"{m} firing start -> end / window" for m in methods) + " |",
                   "|---" * (len(methods) + 2) + "|"]
         for x in _values(runs, variant):
@@ -370,9 +374,9 @@ def table_deepest(runs, knob):
                 f1 = np.mean([100 * deepest(r)["firing_rate_mean"] for r in rows])
                 g1 = np.mean([100 * deepest(r)["grad_share_mean"] for r in rows])
                 cells.append(f"{f0:.1f} -> {f1:.1f} / {g1:.1f}")
-            ref = runs.get((variant, x, "vanilla")) or next(r for k, r in runs.items() if k[:2] == (variant, x))
-            sd = np.mean([np.mean(deepest(r, "init")["std"]) for r in ref])
-            lines.append(f"| {_knob(x)} | {sd:.2f} | " + " | ".join(cells) + " |")
+            sd = [f"{np.mean([deepest(r, 'init')['std'][0] for r in runs[variant, x, m]]):.2f}"
+                  if (variant, x, m) in runs else "-" for m in ("vanilla", "ds-atgo")]
+            lines.append(f"| {_knob(x)} | {' / '.join(sd)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -430,6 +434,8 @@ def table_tests(runs, knob):
 
 
 def _p(p):
+    if p != p:
+        return "n/a"
     return "< 1e-4" if p < 1e-4 else f"{p:.2g}"
 
 
@@ -563,8 +569,8 @@ def figure_knob(runs, knob, path, title=""):
             ax.set_xlabel(AXIS.get(knob, knob) + _name(knob, variant))
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-        row[0].legend(fontsize=8)
-        row[1].legend(fontsize=8, loc="best")
+    handles, labels = axes[0][1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
     if title:
         fig.suptitle(title)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -89,6 +89,9 @@ def test_mean_ci_welch_and_holm_against_hand_values():
     assert mm.welch([90.0] * 3, [11.35] * 3)[1] == 0.0           # no spread, a difference
     assert mm.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert mm.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    adj = mm.holm([0.01, math.nan, 0.02])                 # NaN: no test, not in the family
+    assert adj[0] == pytest.approx(0.02) and math.isnan(adj[1]) and adj[2] == pytest.approx(0.02)
+    assert math.isnan(mm.welch([1.0], [2.0, 3.0])[1])     # one seed: no test
 
 
 # --- runner and report ---------------------------------------------------------------------------

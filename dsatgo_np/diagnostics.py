@@ -115,6 +115,13 @@ def spiking_layers(net) -> list[tuple[str, Spiking]]:
     return found
 
 
+def rename_layers(summary: dict, net) -> dict:
+    """summary with its module-path keys ("3", "3.main.2": how logs written before
+    layer_names named the layers) replaced by net's readable names; other keys unchanged."""
+    names = layer_names(net)
+    return {names.get(key, key): value for key, value in summary.items()}
+
+
 def record(net, on: bool = True):
     """Make every spiking layer keep its cache in eval mode too (or stop, with on=False)."""
     for _, layer in spiking_layers(net):

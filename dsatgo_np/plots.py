@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
-from .diagnostics import THEOREM1_RATE, gaussian_window_share
+from .diagnostics import THEOREM1_RATE, gaussian_window_share, rename_layers
 from .surrogate import dynamic_width
 
 
@@ -377,6 +378,17 @@ def read_metrics(path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _readable(summary: dict, run_dir: str) -> dict:
+    """Older logs name layers by module path ("3"): rename them from the run's saved model."""
+    if not any(re.fullmatch(r"\d+(\.\w+)*", key) for key in summary):
+        return summary
+    try:
+        from .checkpoint import load
+        return rename_layers(summary, load(run_dir))
+    except (OSError, ValueError, KeyError, TypeError):
+        return summary                                # no usable checkpoint: the logged names
+
+
 def plot_run(run_dir) -> list[str]:
     """Write every plot the run's metrics.jsonl supports into <run_dir>/plots/; return the paths.
 
@@ -392,7 +404,7 @@ def plot_run(run_dir) -> list[str]:
         paths.append(plot_training_curves(rows, os.path.join(out_dir, "training_curves.png")))
     diag = [r["diagnostics"] for r in rows if r.get("diagnostics")]
     if diag:
-        summary = diag[-1]
+        summary = _readable(diag[-1], run_dir)
         label = os.path.basename(os.path.normpath(run_dir)) or "run"
         paths.append(plot_firing_rates({label: summary}, os.path.join(out_dir, "firing_rates.png")))
         paths.append(plot_firing_rates_per_step(

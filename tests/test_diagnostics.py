@@ -316,6 +316,27 @@ def test_plot_run_tolerates_missing_keys(tmp_path, run_data):
     assert plots.plot_run(bare) == []
 
 
+def test_older_logs_get_readable_layer_names_from_the_saved_model(tmp_path, monkeypatch):
+    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("matplotlib")
+    net = dn.models.mlp([16, 24, 24, 4], T=3)
+    old = {"3": {"firing_rate_mean": 0.1}, "6": {"firing_rate_mean": 0.2}}
+    assert dg.rename_layers(old, net) == {"spike 1 (fc 16-24)": {"firing_rate_mean": 0.1},
+                                          "spike 2 (fc 24-24)": {"firing_rate_mean": 0.2}}
+    summary = {}                                     # what plot_run hands to the bar chart
+    monkeypatch.setattr(plots, "plot_firing_rates",
+                        lambda by_method, path: summary.update(by_method) or path)
+    monkeypatch.setattr(plots, "plot_firing_rates_per_step", lambda s, path: path)
+    monkeypatch.setattr(plots, "plot_grad_share", lambda s, path: path)
+    monkeypatch.setattr(plots, "plot_training_curves", lambda rows, path: path)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "diagnostics": old}) + "\n")
+    plots.plot_run(tmp_path)                         # no saved model: the logged names
+    assert list(summary[tmp_path.name]) == ["3", "6"]
+    dn.save(net, tmp_path / "best.npz")
+    plots.plot_run(tmp_path)
+    assert list(summary[tmp_path.name]) == ["spike 1 (fc 16-24)", "spike 2 (fc 24-24)"]
+
+
 def test_plots_without_matplotlib_say_how_to_install(tmp_path, monkeypatch):
     from dsatgo_np import plots
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

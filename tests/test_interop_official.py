@@ -475,3 +475,119 @@ def test_a_release_file_saved_from_pytorch_comes_back(tmp_path, theirs):
     np.testing.assert_array_equal(state["fc.2.layer.weight"],
                                   model.state_dict()["fc.2.layer.weight"].numpy())
     np.testing.assert_array_equal(thr["encode.1"], model.neurons()["encode.1"].neuron.running_threshold)
+
+
+# --- docs/INTEROP.md: its PyTorch twin on every architecture, and its commands in order ------------------
+
+DOC = os.path.join(ROOT, "docs", "INTEROP.md")
+BLOCK = re.compile(r"(<!-- ([^>]*) -->\n)?```(bash|python)\n(.*?)```", re.S)
+
+
+def doc_blocks():
+    """[(marker or None, language, code)] of docs/INTEROP.md, in order."""
+    return [(m.group(2), m.group(3), m.group(4)) for m in BLOCK.finditer(open(DOC).read())]
+
+
+def twin():
+    """The namespace of the page's PyTorch twin module."""
+    code = next(c for _, lang, c in doc_blocks() if lang == "python" and "class Node" in c)
+    ns = {}
+    exec(compile(code, "torch_twin.py", "exec"), ns)
+    return ns
+
+
+TWIN_CASES = {
+    "mlp": lambda **k: dn.models.mlp([48, 20, 12, 5], **k),
+    "cnn": lambda **k: dn.models.cnn((3, 4, 4), (6, 8), 5, **k),
+    "vgg": lambda **k: dn.models.vgg((3, 4, 4), (6, "P", 8), 5, hidden=(10,), pool="max", **k),
+    "sew_resnet": lambda **k: dn.models.sew_resnet((3, 4, 4), 5, blocks=(1, 1, 1),
+                                                   width_mult=1 / 16, head=16, **k),
+}
+
+
+@pytest.mark.parametrize("name", list(TWIN_CASES))
+def test_the_docs_twin_loads_each_architecture_and_learns_alike(name, tmp_path):
+    """Eval logits of a file loaded in the twin (float32, 1e-4 relative), then one training
+    step in float64 of the same weights: loss and every gradient (1e-9 of the largest entry)."""
+    ns = twin()
+    opts = dict(T=3, neuron="plif" if name != "mlp" else "lif", seed=4)
+    net = TWIN_CASES[name](**opts)
+    x = np.random.default_rng(5).standard_normal((6, 3, 4, 4)).astype(np.float32)
+    settle_twin_case(net, x)
+    path = official.save_safetensors(net, tmp_path / f"{name}.safetensors")
+    model, T_file = ns["load"](str(path))
+    assert T_file == 3
+    with torch.no_grad():
+        theirs = model(ns["direct"](torch.from_numpy(x), 3)).numpy()
+    ours = net.eval().forward(dn.encode.direct(x, 3)).transpose(1, 0, 2)
+    assert np.ptp(theirs) > 0
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
+
+    net64 = official.load_safetensors(path, dtype="float64").train()
+    model = model.double().train()
+    y = np.arange(6) % 5
+    out = model(ns["direct"](torch.from_numpy(x.astype(np.float64)), 3))
+    loss = torch.nn.functional.cross_entropy(out.mean(1), torch.from_numpy(y))
+    loss.backward()
+    ours_out = net64.forward(dn.encode.direct(x.astype(np.float64), 3))
+    ours_loss, d = dn.losses.cross_entropy(ours_out, y)
+    net64.zero_grad()
+    net64.backward(d)
+    assert abs(float(ours_loss) - loss.item()) < 1e-12
+    grads, _ = official.export_official(net64, grads=True)
+    for k, p in model.named_parameters():
+        g = p.grad.numpy()
+        np.testing.assert_allclose(grads[k], g, rtol=0, atol=1e-9 * np.abs(g).max() + 1e-300,
+                                   err_msg=k)
+
+
+def settle_twin_case(net, x):
+    """Train-mode statistics into BatchNorm and thresholds, as settle_ours, for any network."""
+    norms = [m for m in net.modules() if isinstance(m, dn.model.BatchNorm)]
+    for m in norms:
+        m.momentum = 1.0
+    net.train().forward(dn.encode.direct(x, net.T))
+    for m in norms:
+        m.momentum = 0.1
+    official.calibrate(net, [x])
+
+
+def test_the_docs_commands_and_code_run_in_order(tmp_path, monkeypatch, capsys):
+    """Every block of docs/INTEROP.md, in order, in a fresh folder: the shell commands through
+    the training command's entry point, the Python blocks in one namespace; the release's code
+    is this file's ResNet19, and CIFAR-10 is four random 8x8 images. Not run: the block marked
+    as needing CIFAR-10."""
+    import types
+    from dsatgo_np import train
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
+    release = types.ModuleType("network_model.ResNet19")
+    release.ResNet19 = ResNet19
+    monkeypatch.setitem(sys.modules, "network_model", types.ModuleType("network_model"))
+    monkeypatch.setitem(sys.modules, "network_model.ResNet19", release)
+    load = dn.data.load
+    monkeypatch.setattr(dn.data, "load", lambda name, split="train", **kw: (
+        (images(3), np.arange(4)) if name == "cifar10" else load(name, split, **kw)))
+    ns, accuracies, ran = {}, [], 0
+    for marker, lang, code in doc_blocks():
+        if marker and marker.startswith("not run by the tests"):
+            continue
+        if lang == "python":
+            exec(compile(code, DOC, "exec"), ns)
+        else:
+            for line in code.strip().splitlines():
+                argv = line.split()
+                assert argv[:3] == ["python", "-m", "dsatgo_np.train"], line
+                assert train.main(argv[3:]) == 0, line
+                out = capsys.readouterr().out
+                if argv[3] == "evaluate":
+                    accuracies += [float(a) for a in re.findall(r"test accuracy ([\d.]+) %", out)]
+        ran += 1
+    assert ran == len(doc_blocks()) - 1
+    assert len(accuracies) == 3 and len(set(accuracies)) == 1 and accuracies[0] > 50
+    assert abs(100 * ns["twin_acc"] - accuracies[0]) <= 100 / 360 + 1e-9   # at most one sample
+    assert os.path.exists("release-firing.png")
+    back = dn.load("runs/release.npz")
+    state, thr = official.export_official(back)
+    np.testing.assert_array_equal(state["fc.2.layer.weight"],
+                                  ns["model"].state_dict()["fc.2.layer.weight"].numpy())

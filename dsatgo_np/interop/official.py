@@ -319,13 +319,10 @@ def _safetensors():
 
 
 def _spiking_options(net) -> dict:
-    """The keywords that rebuild net's spiking layers (models.build(spec, T=..., **these))."""
-    cfg = net.config
-    spike = next(m for m in net.modules() if isinstance(m, Spiking))
-    opts = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
-    opts.update(neuron=spike.neuron, dtype=str(spike._buffers["running_threshold"].dtype))
-    if spike.neuron == "lif":
-        opts["lam"] = float(spike.lam)
+    """The keywords that rebuild net's spiking layers: models.build(spec, T=T, **these)."""
+    from ..checkpoint import model_meta
+    opts = model_meta(net)["spiking"]
+    opts.pop("T", None)
     return opts
 
 
@@ -423,36 +420,34 @@ def load_safetensors(path, expect=None, T: int | None = None, batches=None, **sp
 # --- the command line's export / import ------------------------------------------------------------
 
 def cli_export(src_checkpoint, dst):
-    """python -m dsatgo_np.train export RUN/best.npz model.safetensors: a checkpoint's model to
-    a safetensors file (the run's config in its metadata, to come back with cli_import)."""
-    from ..checkpoint import load_model_state, read_checkpoint
-    state, _, meta = read_checkpoint(src_checkpoint)
-    net = _checkpoint_model(meta, src_checkpoint)
-    load_model_state(net, state, src_checkpoint)
-    keep = {k: meta[k] for k in ("config", "in_shape", "n_classes", "test_acc", "epoch")
-            if k in meta}
-    save_safetensors(net, dst, extra={"run": keep})
+    """python -m dsatgo_np.train export RUN/best.npz model.safetensors: the network of a
+    checkpoint (or of a run folder: its best.npz) to a safetensors file; the run's data set,
+    recorded accuracy and epoch go into its "run" metadata, for cli_import."""
+    from .. import checkpoint
+    path = checkpoint._resolve(src_checkpoint)
+    net = checkpoint.load(path)
+    _, _, meta = checkpoint.read_checkpoint(path)
+    run = {k: meta[k] for k in ("test_acc", "epoch") if k in meta}
+    if meta.get("config", {}).get("dataset"):
+        run["dataset"] = meta["config"]["dataset"]
+    save_safetensors(net, dst, extra={"run": run})
     return dst
 
 
-def _checkpoint_model(meta, path):
-    if "spec" in meta:
-        return models.build(meta["spec"], **meta.get("spiking", {}))
-    if "n_classes" not in meta or "config" not in meta:
-        raise ValueError(f"{path} holds no finished epoch (an interrupted run's last.npz?): "
-                         "export best.npz, or resume the run first")
-    from ..train import Config, build_model
-    return build_model(Config(**meta["config"]), tuple(meta["in_shape"]), meta["n_classes"])
+def dataset_of(path) -> str | None:
+    """The data set a model file was trained on, when its metadata says (files written by
+    cli_export); None for others, such as a file saved from PyTorch."""
+    _, _, meta = read_safetensors(path)
+    return json.loads(meta.get("run", "{}")).get("dataset")
 
 
 def cli_import(src, dst_checkpoint, batches=None, dataset: str | None = None):
     """python -m dsatgo_np.train import model.safetensors RUN/imported.npz: a model file (ours,
     or the release's ResNet19 saved from PyTorch) to a checkpoint that `python -m
-    dsatgo_np.train evaluate` reads. A file without running thresholds needs calibration
-    batches (the evaluation would otherwise fire at V_th). dataset: the data set to evaluate
-    on, when the file does not name it (default cifar10, the release's)."""
-    from ..checkpoint import save_checkpoint
-    from ..train import Config
+    dsatgo_np.train evaluate` and dn.load read. A file without running thresholds needs
+    calibration batches (its evaluation would otherwise fire at V_th). dataset: the data set
+    to evaluate on, recorded in the checkpoint when the file does not name it."""
+    from .. import checkpoint
     _, thresholds, fmeta = read_safetensors(src)
     if thresholds is None and batches is None:
         raise ValueError(f"{src} has no running thresholds (the release keeps them outside its "
@@ -460,28 +455,9 @@ def cli_import(src, dst_checkpoint, batches=None, dataset: str | None = None):
                          "with calibration batches: cli_import(src, dst, batches=...)")
     net = load_safetensors(src, batches=batches)
     run = json.loads(fmeta.get("run", "{}"))
-    opts = _spiking_options(net)
-    name = net.spec["name"]
-    cfg = dict(run.get("config") or {})
-    if not cfg:
-        cfg = dict(dataset=dataset or "cifar10", model=name.replace("_", "-"),
-                   **{k: opts[k] for k in ("method", "neuron", "width", "f_c", "threshold",
-                                           "running", "threshold_grad", "detach_reset")})
-        if name == "sew_resnet":
-            cfg["width_mult"] = net.spec.get("width_mult", 1.0)
-    elif dataset:
-        cfg["dataset"] = dataset
-    cfg["T"] = net.T
-    config = {**Config().__dict__, **cfg}
-    in_shape = run.get("in_shape") or net.spec.get("in_shape") or [3, 32, 32]
-    spiking = {k: v for k, v in opts.items() if k != "dtype"}
-    meta = dict(config=config, in_shape=list(in_shape), n_classes=_n_classes(net),
-                spec=net.spec, spiking=dict(T=net.T, **spiking), imported_from=os.fspath(src),
-                test_acc=run.get("test_acc"), epoch=run.get("epoch"))
-    save_checkpoint(dst_checkpoint, net, None, meta)
+    meta = dict(imported_from=os.path.basename(os.fspath(src)), test_acc=run.get("test_acc"),
+                epoch=run.get("epoch"))
+    if dataset or run.get("dataset"):
+        meta["config"] = dict(dataset=dataset or run["dataset"])
+    checkpoint.save(net, dst_checkpoint, meta)
     return dst_checkpoint
-
-
-def _n_classes(net) -> int:
-    last = list(net)[-1]
-    return int(last._params["weight"].data.shape[0])

@@ -12,7 +12,8 @@ three ways on the test set:
                  exported with one threshold per layer, the mean of R[1..T]
     NIR, first:  the same with R[1]
 
-Fixed-threshold methods must lose nothing; the adaptive ones (at, ds-atgo) show the cost.
+Fixed-threshold methods must lose nothing; the adaptive ones (at, ds-atgo) show the cost. A
+second table lists their running thresholds R[t], per layer and step.
 """
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ def accuracies(best, xte, yte):
     with tempfile.TemporaryDirectory() as tmp:
         for choice in nirgraph.THRESHOLD_CHOICES:
             path = os.path.join(tmp, f"{choice}.nir")
-            nirgraph.cli_export(best, path, threshold=choice)
+            graph = nirgraph.cli_export(best, path, threshold=choice)
             out[choice] = train.evaluate(nirgraph.load_file(path), xte, yte, cfg, np)
+    out["R"] = graph.metadata["running_thresholds"]          # {LIF node: R[1..T]}
     return out
 
 
@@ -80,6 +82,12 @@ def main(argv=None) -> int:
         print(f"| {dataset} | {method} | {100 * acc['before']:.2f} % | {100 * acc['mean']:.2f} % "
               f"({100 * (acc['mean'] - acc['before']):+.2f}) | {100 * acc['first']:.2f} % "
               f"({100 * (acc['first'] - acc['before']):+.2f}) |")
+    print("\n| data set | method | layer | R[1..T] |")
+    print("|---|---|---|---|")
+    for dataset, method, acc in rows:
+        if method in ("at", "ds-atgo"):
+            for layer, R in acc["R"].items():
+                print(f"| {dataset} | {method} | {layer} | {' '.join(f'{r:.3f}' for r in R)} |")
     return 0
 
 

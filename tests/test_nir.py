@@ -209,7 +209,7 @@ def test_clear_errors_for_what_nir_cannot_express():
         nirgraph.from_nir(g)
 
 
-# --- from_nir on a graph written elsewhere, against NIR's equations by hand ------------------------
+# --- from_nir on a graph written elsewhere, against NIR's equations by hand -------------------
 
 def nir_euler(graph_nodes, x, T, dt):
     """Hand simulation of Input -> Affine -> LIF -> SumPool-free Affine -> IF -> Affine, in
@@ -256,7 +256,7 @@ def test_from_nir_reads_sum_pooling_as_average_pooling_times_k2():
     np.testing.assert_array_equal(run(back, X)[0], run(net, X)[0])
 
 
-# --- Norse ------------------------------------------------------------------------------------------
+# --- Norse --------------------------------------------------------------------------------------
 
 def norse_steps(graph, X, path, unbatched=False):
     """Write the graph, read it back, run it in Norse one step at a time: (T, B, K)."""

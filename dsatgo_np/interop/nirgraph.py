@@ -11,7 +11,7 @@ so r = 1 / (1 - lam) makes it H[t] = lam V[t-1] + X[t] (METHOD.md section 2). Wi
 default) r stays 1 and the factor 1 / (1 - lam) moves into the Affine or Conv2d before the
 neuron, because importers such as Norse's ignore r. Eval-mode tdBN folds into that node too:
 
-    W' = s W,  b' = s (b - running_mean) + beta,   s = gamma / sqrt(running_var + eps)   (per output)
+    W' = s W,  b' = s (b - running_mean) + beta,  s = gamma / sqrt(running_var + eps)  (per output)
 
 A NIR threshold is one value per neuron for all time. Fixed-threshold methods (vanilla, tgo,
 mpd-agl, and the "estimated" threshold) export exactly; the adaptive ones (at, ds-atgo) fire in
@@ -98,7 +98,8 @@ def _input_shape(net, in_shape):
 def _conv_out(shape, weight, stride, padding):
     _, h, w = shape
     k = weight.shape[-1]
-    return (weight.shape[0], (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
+    size = lambda n: (n + 2 * padding - k) // stride + 1                  # noqa: E731
+    return (weight.shape[0], size(h), size(w))
 
 
 class _Exporter:
@@ -267,7 +268,8 @@ def to_nir(net, dt: float = 1e-3, fold_r: bool = True, threshold: str = "mean",
     meta = dict(exporter=EXPORTER, T=int(getattr(net, "T", spikes[0].T if spikes else 1)),
                 dt=float(dt), method=cfg.method, neuron=spikes[0].neuron if spikes else "lif",
                 threshold_choice=threshold, exact=ex.exact, fold_r=bool(fold_r), pool=pool,
-                fire="H >= theta, hard reset to 0", model=(getattr(net, "spec", None) or {}).get("name", ""),
+                fire="H >= theta, hard reset to 0",
+                model=(getattr(net, "spec", None) or {}).get("name", ""),
                 running_thresholds=ex.thresholds)
     meta.update(metadata or {})
     edges = list(zip(ex.chain[:-1], ex.chain[1:]))
@@ -337,7 +339,8 @@ class _Importer:
         kind, w, b, opt = self.pending
         w, b = w.astype(self.dtype), b.astype(self.dtype)
         if kind == "fc":
-            self.push(Linear(w.shape[1], w.shape[0], bias=True, dtype=self.dtype), dict(weight=w, bias=b))
+            self.push(Linear(w.shape[1], w.shape[0], bias=True, dtype=self.dtype),
+                      dict(weight=w, bias=b))
         else:
             self.push(Conv2d(w.shape[1], w.shape[0], w.shape[2], opt["stride"], opt["padding"],
                              bias=True, dtype=self.dtype), dict(weight=w, bias=b))
@@ -366,7 +369,8 @@ class _Importer:
         if self.shape is None or len(self.shape) != 3:
             raise ValueError(f"{name}: a Conv2d needs a [C, H, W] input shape from the Input node")
         out = _conv_out(self.shape, w, opt["stride"], opt["padding"])
-        self.pre_scale, self.pending, self.shape = 1.0, ["conv", w, np.asarray(node.bias, np.float64), opt], out
+        b = np.asarray(node.bias, dtype=np.float64)
+        self.pre_scale, self.pending, self.shape = 1.0, ["conv", w, b, opt], out
 
     def neuron(self, node, name, nir):
         """LIF: X = (dt/tau) (r I + v_leak), lam = 1 - dt/tau; IF: X = r I, lam = 1. The gain and
@@ -480,7 +484,8 @@ def from_nir(graph, T: int | None = None, dt: float | None = None, dtype: str = 
     net = Sequential(*im.modules)
     net.load_state_dict(im.state)
     net.T, net.config = T, SpikeConfig(method="vanilla")
-    net.spec = dict(name="nir", in_shape=list(np.atleast_1d(graph.nodes[_chain(graph)[0]].input_type["input"]).tolist()))
+    first = graph.nodes[_chain(graph)[0]]
+    net.spec = dict(name="nir", in_shape=np.atleast_1d(first.input_type["input"]).tolist())
     net.metadata = meta
     return net.eval()
 

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -475,6 +474,11 @@ def test_a_release_file_saved_from_pytorch_comes_back(tmp_path, theirs):
     np.testing.assert_array_equal(state["fc.2.layer.weight"],
                                   model.state_dict()["fc.2.layer.weight"].numpy())
     np.testing.assert_array_equal(thr["encode.1"], model.neurons()["encode.1"].neuron.running_threshold)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match="pass T="):                 # no thresholds, no metadata
+        official.load_safetensors(tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match="no running thresholds.*docs/INTEROP.md"):
+        official.cli_import(tmp_path / "s.safetensors", tmp_path / "s.npz")
 
 
 # --- docs/INTEROP.md: its PyTorch twin on every architecture, and its commands in order ------------------
@@ -539,6 +543,17 @@ def test_the_docs_twin_loads_each_architecture_and_learns_alike(name, tmp_path):
         g = p.grad.numpy()
         np.testing.assert_allclose(grads[k], g, rtol=0, atol=1e-9 * np.abs(g).max() + 1e-300,
                                    err_msg=k)
+
+
+def test_the_docs_twin_builds_the_release_resnet19_tree():
+    """The twin's resnet19 has this file's ResNet19 keys and shapes, plus its running thresholds."""
+    o = official._spiking_options(dn.models.mlp([4, 3, 2], T=T, neuron="plif"))
+    tw = twin()["build"](dict(name="resnet19", n_classes=10), T, o).state_dict()
+    ref = ResNet19(T, 10).state_dict()
+    thr = {k for k in tw if k.endswith(official.THRESHOLD_SUFFIX)}
+    assert {k: tuple(v.shape) for k, v in tw.items() if k not in thr} == \
+        {k: tuple(v.shape) for k, v in ref.items()}
+    assert {k[:-len(official.THRESHOLD_SUFFIX)] for k in thr} == set(ResNet19(T, 10).neurons())
 
 
 def settle_twin_case(net, x):

@@ -37,7 +37,7 @@ import numpy as np
 from .. import encode, models
 from ..backend import get_xp, to_numpy
 from ..model import (AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
-                     SEWBlock, Sequential, Spiking)
+                     SEWBlock, Spiking)
 
 THRESHOLD_SUFFIX = ".neuron.running_threshold"    # where the release keeps them, per neuron
 FORMAT = "dsatgo_np"                               # safetensors metadata "format"

@@ -569,12 +569,14 @@ def settle_twin_case(net, x):
 
 def test_the_docs_commands_and_code_run_in_order(tmp_path, monkeypatch, capsys):
     """Every block of docs/INTEROP.md, in order, in a fresh folder: the shell commands through
-    the training command's entry point, the Python blocks in one namespace; the release's code
-    is this file's ResNet19, and CIFAR-10 is four random 8x8 images. Not run: the block marked
-    as needing CIFAR-10."""
+    the training command's entry point, the Python blocks in one namespace, the twin saved as
+    the file the page names; the release's code is this file's ResNet19, and CIFAR-10 is four
+    random 8x8 images. Not run: the block marked as needing CIFAR-10."""
     import types
     from dsatgo_np import train
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))             # torch_twin.py is saved there
+    monkeypatch.delitem(sys.modules, "torch_twin", raising=False)
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
     release = types.ModuleType("network_model.ResNet19")
     release.ResNet19 = ResNet19
@@ -587,7 +589,10 @@ def test_the_docs_commands_and_code_run_in_order(tmp_path, monkeypatch, capsys):
     for marker, lang, code in doc_blocks():
         if marker and marker.startswith("not run by the tests"):
             continue
-        if lang == "python":
+        if marker and marker.startswith("save as "):
+            with open(marker[len("save as "):], "w") as f:
+                f.write(code)
+        elif lang == "python":
             exec(compile(code, DOC, "exec"), ns)
         else:
             for line in code.strip().splitlines():

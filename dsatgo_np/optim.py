@@ -21,7 +21,7 @@ def _check_options(name: str, params: list, lr, weight_decay, **ranges):
     if not params:
         raise ValueError(f"{name} got no parameters to optimise: pass net.parameters() of a "
                          "network that has some")
-    checks = dict(lr=(lr, 0.0, math.inf, False, "a positive finite number"),
+    checks = dict(lr=(lr, 0.0, math.inf, False, "positive and finite"),
                   weight_decay=(weight_decay, 0.0, math.inf, False, "a finite number >= 0"),
                   **ranges)
     for key, (value, low, high, open_low, what) in checks.items():

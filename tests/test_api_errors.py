@@ -72,13 +72,13 @@ def params():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: dn.optim.Adam(p, lr=-1e-3), "Adam: lr must be a positive finite number"),
+    (lambda p: dn.optim.Adam(p, lr=-1e-3), "Adam: lr must be positive and finite"),
     (lambda p: dn.optim.Adam(p, lr=float("nan")), "Adam: lr must be"),
     (lambda p: dn.optim.Adam(p, betas=(0.9, 1.0)), r"Adam: beta2 must be in \[0, 1\)"),
     (lambda p: dn.optim.Adam(p, betas=(-0.1, 0.9)), r"Adam: beta1 must be in \[0, 1\)"),
     (lambda p: dn.optim.Adam(p, eps=0.0), "Adam: eps must be a positive"),
     (lambda p: dn.optim.Adam(p, weight_decay=float("inf")), "Adam: weight_decay must be"),
-    (lambda p: dn.optim.SGD(p, lr=float("nan")), "SGD: lr must be a positive finite number"),
+    (lambda p: dn.optim.SGD(p, lr=float("nan")), "SGD: lr must be positive and finite"),
     (lambda p: dn.optim.SGD(p, lr=0.0), "SGD: lr must be"),
     (lambda p: dn.optim.SGD(p, lr=0.1, momentum=-1), r"SGD: momentum must be in \[0, 1\)"),
     (lambda p: dn.optim.SGD(p, lr=0.1, momentum=float("nan")), "SGD: momentum must be"),

@@ -215,7 +215,7 @@ def settle_ours(net, x):
     norms = [m for m in net.modules() if isinstance(m, dn.model.BatchNorm)]
     for m in norms:
         m.momentum = 1.0
-    net.train().forward(dn.encode.direct(x, T))
+    net.train().forward(dn.encode.direct(x, net.T))
     for m in norms:
         m.momentum = 0.1
     official.calibrate(net, [x])
@@ -524,7 +524,7 @@ def test_the_docs_twin_loads_each_architecture_and_learns_alike(name, tmp_path):
     builder, opts = TWIN_CASES[name]
     net = builder(T=3, seed=4, **opts)
     x = np.random.default_rng(5).standard_normal((6, 3, 4, 4)).astype(np.float32)
-    settle_twin_case(net, x)
+    settle_ours(net, x)
     path = official.save_safetensors(net, tmp_path / f"{name}.safetensors")
     model, T_file = ns["load"](str(path))
     assert T_file == 3
@@ -561,17 +561,6 @@ def test_the_docs_twin_builds_the_release_resnet19_tree():
     assert {k: tuple(v.shape) for k, v in tw.items() if k not in thr} == \
         {k: tuple(v.shape) for k, v in ref.items()}
     assert {k[:-len(official.THRESHOLD_SUFFIX)] for k in thr} == set(ResNet19(T, 10).neurons())
-
-
-def settle_twin_case(net, x):
-    """Train-mode statistics into BatchNorm and thresholds, as settle_ours, for any network."""
-    norms = [m for m in net.modules() if isinstance(m, dn.model.BatchNorm)]
-    for m in norms:
-        m.momentum = 1.0
-    net.train().forward(dn.encode.direct(x, net.T))
-    for m in norms:
-        m.momentum = 0.1
-    official.calibrate(net, [x])
 
 
 def test_the_docs_commands_and_code_run_in_order(tmp_path, monkeypatch, capsys):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import numbers
+import operator
 import os
 import signal
 import sys
@@ -299,10 +301,9 @@ class _StopFlag:
 # --- numerical guards -------------------------------------------------------------------
 
 def _all_finite(arrays) -> bool:
-    total = 0.0
-    for a in arrays:
-        total += float(a.sum())      # NaN and inf survive a sum; one number per array
-    if math.isfinite(total):
+    # NaN and inf survive a sum: the sums of all arrays, added on the device, are read back as
+    # one number (one sync per step on a GPU, whatever the depth).
+    if math.isfinite(float(functools.reduce(operator.add, (a.sum() for a in arrays)))):
         return True
     # A sum of large finite values may overflow: only an entry that is not finite counts.
     return all(bool(np.isfinite(to_numpy(a)).all()) for a in arrays)

@@ -109,7 +109,7 @@ def cnn(in_shape=(1, 28, 28), channels=(32, 64), n_classes=10, T=4, method="ds-a
 def sew_resnet(in_shape=(3, 32, 32), n_classes=10, blocks=(3, 3, 2), channels=(128, 256, 512),
                width_mult=1.0, head=256, T=2, method="ds-atgo", neuron="lif",
                width="threshold", dtype="float32", seed=0, **options):
-    """SEW-ResNet19 (METHOD.md section 6): stem conv, stages of SEW basic blocks with strides
+    """SEW-ResNet19 (docs/METHOD.md section 6): stem conv, stages of SEW basic blocks with strides
     1/2/2, global average pool, Linear-BN-spike head, readout. width_mult scales channels."""
     b = _Builder(T, method, neuron, width, dtype, seed, **options)
     chans = [max(1, int(round(c * width_mult))) for c in channels]
@@ -224,7 +224,7 @@ BUILDERS.update(plain_mlp=plain_mlp, plain_cnn=plain_cnn)
 
 def resnet19(T=2, n_classes=10, method="ds-atgo", neuron="plif", width="std", dtype="float32",
              seed=0, **options):
-    """ResNet19 as the authors' PyTorch release builds it (SEW-ResNet, METHOD.md section 6), so
+    """ResNet19 as the authors' PyTorch release builds it (SEW-ResNet, docs/METHOD.md section 6), so
     that its weights trade with that release (dsatgo_np.interop.official). Input [T, B, 3, H, W].
 
         stem:   conv3x3(3, 128) -> tdBN -> spike

@@ -1,4 +1,4 @@
-"""Spikes and their surrogate gradients (METHOD.md sections 2 and 4).
+"""Spikes and their surrogate gradients (docs/METHOD.md sections 2 and 4).
 
 The spike is a step function of the membrane potential H relative to the threshold theta:
 
@@ -66,7 +66,7 @@ def mpd_agl_width(t: int, lam, g, v_th: float = 0.5):
 
     g is the mean scale of the BatchNorm that feeds the neuron: H's spread grows with it, and
     after the first step H also carries lam * V[t-1], whence the sqrt(1 + lam^2).
-    t counts from 0 here (METHOD.md's t = 1 is index 0).
+    t counts from 0 here (docs/METHOD.md's t = 1 is index 0).
     """
     xp = get_xp(lam, g)
     if t == 0:

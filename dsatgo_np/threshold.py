@@ -10,7 +10,7 @@ whatever the layer's scale. For inference, a running threshold per step is kept 
 BatchNorm running statistic: R[t] <- (1 - m) R[t] + m theta[t].
 
 Constant in backward (by default): mu, sigma and theta. The option threshold_grad lets the
-gradient flow through theta via threshold_vjp() (DERIVATIONS.md section 5).
+gradient flow through theta via threshold_vjp() (DERIVATIONS.md section 6).
 """
 from __future__ import annotations
 

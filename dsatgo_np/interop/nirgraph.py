@@ -7,9 +7,9 @@ Its Euler step is
                                                                   then v = v_reset
 
 With tau = dt / (1 - lam), v_leak = 0 and v_reset = 0 this is our charge H = lam V + (1 - lam) r I,
-so r = 1 / (1 - lam) makes it H[t] = lam V[t-1] + X[t] (METHOD.md section 2). With fold_r (the
-default) r stays 1 and the factor 1 / (1 - lam) moves into the Affine or Conv2d before the
-neuron, because importers such as Norse's ignore r. Eval-mode tdBN folds into that node too:
+so r = 1 / (1 - lam) makes it H[t] = lam V[t-1] + X[t] (docs/METHOD.md section 2). With
+fold_r (the default) r stays 1 and the factor 1 / (1 - lam) moves into the Affine or Conv2d
+before the neuron, because importers such as Norse's ignore r. Eval-mode tdBN folds into that node too:
 
     W' = s W,  b' = s (b - running_mean) + beta,  s = gamma / sqrt(running_var + eps)  (per output)
 

@@ -8,6 +8,8 @@ import dsatgo_np as dn
 from dsatgo_np.gradcheck import check_backward
 from dsatgo_np.model import Spiking
 
+from strategies import FEW, labels, spread_array
+
 
 def spiking_layers(net):
     return [m for m in net.modules() if isinstance(m, Spiking)]
@@ -58,15 +60,15 @@ def check_network(net, x, y, seed):
     return True
 
 
-@settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 10_000), method=st.sampled_from(dn.METHODS),
-       neuron=st.sampled_from(["lif", "plif"]))
-def test_mlp_end_to_end_gradient(seed, method, neuron):
-    rng = np.random.default_rng(seed)
+@pytest.mark.parametrize("neuron", ["lif", "plif"])
+@pytest.mark.parametrize("method", dn.METHODS)
+@FEW
+@given(x=spread_array((3, 4, 5), -2.0, 2.0, min_std=0.3, axis=2), y=labels(4, 3),
+       seed=st.integers(0, 3))
+def test_mlp_end_to_end_gradient(method, neuron, x, y, seed):
+    """Two spiking layers: each one's backward feeds the other's (every method x neuron)."""
     net = dn.models.mlp([5, 7, 6, 3], T=3, method=method, neuron=neuron, dtype="float64",
                         seed=seed, smooth=True, k0=2.0)
-    x = rng.normal(size=(3, 4, 5))
-    y = rng.integers(0, 3, 4)
     assume(check_network(net, x, y, seed))
 
 
@@ -223,3 +225,24 @@ def test_repr_lists_layers_and_options():
     text = repr(dn.models.mlp([6, 8, 3], T=2, method="tgo", neuron="plif"))
     assert "Linear(weight=(8, 6))" in text
     assert "Spiking(plif, T=2, method='tgo'" in text
+
+
+@pytest.mark.parametrize("method,momentum", [("at", 0.1), ("ds-atgo", 0.35)])
+def test_running_threshold_is_the_momentum_average_of_the_thresholds_used(method, momentum):
+    """What the model itself stores after several training forwards is
+    R <- (1 - m) R + m theta[t], step by step, from R = V_th = 1, with the theta[t] that
+    each forward used (recorded in its cache): the one rule, threshold.update_running."""
+    rng = np.random.default_rng(7)
+    net = dn.models.mlp([6, 8, 3], T=3, method=method, momentum=momentum, dtype="float64", seed=0)
+    layer = spiking_layers(net)[0]
+    expect = np.ones(3)
+    for _ in range(4):
+        net.forward(rng.normal(1.0, 2.0, size=(3, 5, 6)))
+        theta = layer.cache.theta.copy()
+        assert not np.allclose(theta, expect)                 # the update has work to do
+        expect = (1 - momentum) * expect + momentum * theta   # by hand
+        np.testing.assert_allclose(layer._buffers["running_threshold"], expect, rtol=1e-14)
+    net.eval()
+    layer.record = True
+    net.forward(rng.normal(size=(3, 5, 6)))
+    np.testing.assert_allclose(layer.cache.theta, expect, rtol=1e-14)   # and eval uses it

@@ -59,3 +59,160 @@ def test_sgd_updates_a_non_contiguous_parameter_in_place():
     p.grad = np.ones_like(data)
     dn.optim.SGD([p], lr=0.5, momentum=0.9).step()
     np.testing.assert_array_equal(data, np.arange(12.0).reshape(3, 4).T - 0.5)
+
+
+def test_sgd_rejects_a_non_positive_rate():
+    with pytest.raises(ValueError, match="lr must be positive"):
+        optim.SGD([Parameter(np.ones(2))], lr=0.0)
+
+
+def test_sgd_state_dict_resumes_the_same_trajectory():
+    """Saving the momentum buffers and loading them into a fresh SGD continues exactly."""
+    rng = np.random.default_rng(2)
+    grads = [rng.normal(size=(4,)) for _ in range(4)]
+    a = Parameter(np.ones(4))
+    opt = optim.SGD([a], lr=0.1, momentum=0.9)
+    for g in grads:
+        a.grad = g.copy()
+        opt.step()
+    b = Parameter(np.ones(4))
+    first = optim.SGD([b], lr=0.1, momentum=0.9)
+    for g in grads[:2]:
+        b.grad = g.copy()
+        first.step()
+    resumed = optim.SGD([b], lr=0.1, momentum=0.9)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.buffers[0] is not first.buffers[0]            # a copy, not the same buffer
+    for g in grads[2:]:
+        b.grad = g.copy()
+        resumed.step()
+    np.testing.assert_array_equal(b.data, a.data)
+    assert optim.SGD([Parameter(np.ones(2))], lr=0.1).state_dict() == {}   # no momentum, no state
+
+
+# --- Adam: torch.optim.Adam's update, by hand --------------------------------------------------
+#
+#   g = grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+#   p = p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+#
+# eps = 0.1 in the worked numbers below so that the step's size depends on |g| (with a tiny
+# eps the first step is lr * sign(g), which hides the weight decay and the moments' scale).
+
+def test_adam_worked_numbers():
+    p = Parameter(np.array([1.0, -2.0]))
+    opt = optim.Adam([p], lr=0.1, betas=(0.9, 0.99), eps=0.1)
+    p.grad = np.array([0.5, 0.0])
+    opt.step()
+    # t = 1: m = 0.1 g, v = 0.01 g^2; m_hat = g, v_hat = g^2: step 0.1 * 0.5 / (0.5 + 0.1)
+    np.testing.assert_allclose(p.data, [1.0 - 0.05 / 0.6, -2.0], rtol=1e-15)
+    p.grad = np.array([-0.25, 1.0])
+    opt.step()
+    # t = 2, first entry: m = 0.9 * 0.05 - 0.025 = 0.02, v = 0.99 * 0.0025 + 0.01 * 0.0625
+    #   = 0.003100; m_hat = 0.02 / 0.19, v_hat = 0.0031 / 0.0199
+    # second entry: m = 0.1, v = 0.01; m_hat = 0.1 / 0.19, v_hat = 0.01 / 0.0199
+    m_hat = np.array([0.02, 0.1]) / 0.19
+    v_hat = np.array([0.0031, 0.01]) / 0.0199
+    expect = np.array([1.0 - 0.05 / 0.6, -2.0]) - 0.1 * m_hat / (np.sqrt(v_hat) + 0.1)
+    np.testing.assert_allclose(p.data, expect, rtol=1e-14)
+    assert opt.t == 2
+
+
+def test_adam_weight_decay_joins_the_gradient():
+    """L2 decay (torch.optim.Adam's weight_decay), not AdamW's decoupled decay."""
+    p = Parameter(np.array([2.0]))
+    opt = optim.Adam([p], lr=0.1, eps=0.1, weight_decay=0.25)
+    p.grad = np.array([0.1])
+    opt.step()
+    g = 0.1 + 0.25 * 2.0                                          # 0.6
+    np.testing.assert_allclose(p.data, [2.0 - 0.1 * g / (g + 0.1)], rtol=1e-15)
+    np.testing.assert_allclose(opt.m[0], [0.1 * g], rtol=1e-15)  # the moments see the decay
+    np.testing.assert_allclose(opt.v[0], [0.001 * g * g], rtol=1e-15)
+
+
+def test_adam_state_dict_resumes_the_same_trajectory():
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=(3, 2)) for _ in range(5)]
+    a = Parameter(np.ones((3, 2)))
+    opt = optim.Adam([a], lr=0.01, weight_decay=1e-2)
+    for g in grads:
+        a.grad = g.copy()
+        opt.step()
+    b = Parameter(np.ones((3, 2)))
+    first = optim.Adam([b], lr=0.01, weight_decay=1e-2)
+    for g in grads[:3]:
+        b.grad = g.copy()
+        first.step()
+    state = first.state_dict()
+    assert state["t"] == 3 and set(state) == {"t", "m.0", "v.0"}
+    resumed = optim.Adam([b], lr=0.01, weight_decay=1e-2)
+    resumed.load_state_dict(state)
+    for g in grads[3:]:
+        b.grad = g.copy()
+        resumed.step()
+    np.testing.assert_array_equal(b.data, a.data)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_against_torch(weight_decay):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    shapes = ((4, 3), (5,))
+    ps = [Parameter(rng.normal(size=s)) for s in shapes]
+    ts = [torch.tensor(p.data.copy(), requires_grad=True) for p in ps]
+    ours = optim.Adam(ps, lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay)
+    theirs = torch.optim.Adam(ts, lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay)
+    for _ in range(6):
+        for p, t in zip(ps, ts):
+            g = rng.normal(size=p.data.shape)
+            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
+        ours.step()
+        theirs.step()
+    for p, t in zip(ps, ts):
+        # six steps of a few float64 operations each: round-off about 1e-15 relative
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("momentum,weight_decay,nesterov",
+                         [(0.0, 0.0, False), (0.9, 1e-4, False), (0.9, 1e-2, True)])
+def test_sgd_against_torch(momentum, weight_decay, nesterov):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    ps = [Parameter(rng.normal(size=s)) for s in ((6, 2), (3,))]
+    ts = [torch.tensor(p.data.copy(), requires_grad=True) for p in ps]
+    kw = dict(lr=0.1, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    ours, theirs = optim.SGD(ps, **kw), torch.optim.SGD(ts, **kw)
+    for _ in range(5):
+        for p, t in zip(ps, ts):
+            g = rng.normal(size=p.data.shape)
+            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
+        ours.step()
+        theirs.step()
+    for p, t in zip(ps, ts):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# --- the cosine schedule ----------------------------------------------------------------------
+
+def test_cosine_lr_worked_numbers():
+    # lr(s) = min + (base - min) (1 + cos(pi s / S)) / 2
+    assert optim.cosine_lr(0.1, 0, 10) == pytest.approx(0.1, rel=1e-15)
+    assert optim.cosine_lr(0.1, 5, 10) == pytest.approx(0.05, rel=1e-15)
+    assert optim.cosine_lr(0.1, 10, 10) == pytest.approx(0.0, abs=1e-17)
+    # s = S / 3: cos(pi / 3) = 1/2, so the rate is 3/4 of the way from min to base
+    assert optim.cosine_lr(0.1, 1, 3, min_lr=0.02) == pytest.approx(0.02 + 0.08 * 0.75, rel=1e-14)
+    assert optim.cosine_lr(0.1, 5, 10, min_lr=0.01) == pytest.approx(0.055, rel=1e-14)
+    assert optim.cosine_lr(0.1, 15, 10, min_lr=0.01) == pytest.approx(0.01, rel=1e-14)   # held at min
+    assert optim.cosine_lr(0.1, 3, 0) == 0.1                                             # no schedule
+
+
+@pytest.mark.parametrize("total,min_lr", [(7, 0.0), (12, 0.003)])
+def test_cosine_lr_against_torch(total, min_lr):
+    """CosineAnnealingLR(T_max=total, eta_min=min_lr) stepped once per optimiser step."""
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=min_lr)
+    for s in range(total + 1):
+        assert optim.cosine_lr(0.2, s, total, min_lr) == pytest.approx(sched.get_last_lr()[0],
+                                                                        rel=1e-12, abs=1e-15)
+        opt.step()
+        sched.step()

@@ -433,7 +433,8 @@ def _finished(cfg, folder, meta, verbose) -> dict:
     if verbose:
         shown = "" if acc is None else f" (test accuracy {100 * acc:.2f} %)"
         print(f"{folder.path} is finished: {done} of {cfg.epochs} epochs done{shown}. To train "
-              f"it further, resume with more epochs: --resume {folder.path} --epochs {done + 1}")
+              f"it further, give it more epochs: {prog()} --resume {folder.path} --epochs "
+              f"{done + 1}")
     return dict(run=folder.path, finished=True, test_acc=acc,
                 best_test_acc=meta["position"].get("best"))
 
@@ -506,8 +507,8 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
                             position=dict(pos, recorder=rec.state(), batches=log))
                 with writing(last):
                     save_checkpoint(last, net, opt, meta)
-                print(f"stopped; saved {last}. Continue with: python -m dsatgo_np.train "
-                      f"--resume {folder.path}", file=sys.stderr)
+                print(f"stopped; saved {last}. Continue with: {prog()} --resume {folder.path}",
+                      file=sys.stderr)
                 return dict(run=folder.path, interrupted=True, signal=stop.signum, position=pos)
             test_acc = evaluate(net, xte, yte, cfg, xp)
             row = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / pos["seen"],
@@ -785,6 +786,7 @@ def cmd_export(argv) -> int:
     else:
         raise ValueError(f"cannot tell the format of {a.dst}: name it *.safetensors or *.nir")
     fn(a.src, a.dst)
+    print(f"wrote {a.dst}")
     return 0
 
 
@@ -795,6 +797,7 @@ def cmd_import(argv) -> int:
     p.add_argument("dst")
     a = p.parse_args(argv)
     _interop("official", "cli_import")(a.src, a.dst)
+    print(f"wrote {a.dst}")
     return 0
 
 

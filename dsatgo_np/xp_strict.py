@@ -158,6 +158,14 @@ def _has_array(key) -> bool:
     return builtins.any(isinstance(k, (ndarray, np.ndarray, list)) for k in keys)
 
 
+def _to_host(read):
+    """An ndarray method that reads the array back to the host: counted."""
+    def method(self, *args):
+        _count("to_host")
+        return read(self._a, *args)
+    return method
+
+
 # method -> keywords CuPy's method lacks (CuPy's signatures, docs.cupy.dev)
 _METHODS = {"reshape": {"copy"}, "transpose": (), "swapaxes": (), "squeeze": (), "ravel": (),
             "flatten": (), "astype": (), "copy": (), "view": (), "take": (), "repeat": (),
@@ -236,39 +244,14 @@ class ndarray(NDArrayOperatorsMixin):
         return (ndarray(np.asarray(row)) for row in self._a)
 
     # device -> host: every one is a synchronisation on a GPU
-    def get(self):
-        _count("to_host")
-        return self._a.copy()
-
-    def item(self, *args):
-        _count("to_host")
-        return self._a.item(*args)
-
-    def tolist(self):
-        _count("to_host")
-        return self._a.tolist()
-
-    def __float__(self):
-        _count("to_host")
-        return float(self._a)
-
-    def __int__(self):
-        _count("to_host")
-        return int(self._a)
-
-    def __bool__(self):
-        _count("to_host")
-        return builtins.bool(self._a)
-
-    def __format__(self, spec):
-        _count("to_host")
-        return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
-
-    def __repr__(self):
-        _count("to_host")
-        return "xp_strict." + repr(self._a).replace("\n", "\n" + " " * 10)
-
-    __str__ = __repr__
+    get = _to_host(np.copy)
+    item = _to_host(np.ndarray.item)
+    tolist = _to_host(np.ndarray.tolist)
+    __float__ = _to_host(float)
+    __int__ = _to_host(int)
+    __bool__ = _to_host(builtins.bool)
+    __format__ = _to_host(lambda a, spec: format(a.item() if a.ndim == 0 else a, spec))
+    __repr__ = __str__ = _to_host(lambda a: "xp_strict." + repr(a).replace("\n", "\n" + " " * 10))
 
 
 # --- module-level functions: numpy's, under CuPy's rules ------------------------------------

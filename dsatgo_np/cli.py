@@ -1,0 +1,278 @@
+"""The training command's command line: options, subcommands, exit codes, one-line errors.
+
+    python -m dsatgo_np.train --help          (or dsatgo-train --help once installed)
+
+Every failure prints one line that names the problem and the fix and exits with a code of
+dsatgo_np.train.EXIT_CODES; --debug adds the traceback. The training itself is
+dsatgo_np.train.fit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import traceback
+
+from . import data
+from .backend import BACKENDS
+from .runs import RunError, RunFolder
+from .train import (EXIT_CODES, SIGNAL_EXIT, Config, Interrupted, _flag, evaluate_checkpoint,
+                    evaluate_net, fit, prog)
+
+
+HELP = {
+    "dataset": "data set: mnist, fashion-mnist, cifar10, digits (offline)",
+    "model": "network: mlp, cnn, vgg, sew-resnet",
+    "hidden": "mlp hidden layer sizes", "channels": "cnn channel counts, one conv block each",
+    "vgg_layers": "vgg layers: channel counts and P for 2x2 pooling",
+    "width_mult": "sew-resnet channel multiplier (1.0 is ResNet19's 128/256/512)",
+    "method": "vanilla, at, tgo, ds-atgo (the paper), mpd-agl",
+    "neuron": "lif (fixed decay 0.2) or plif (learnable decay)",
+    "width": "surrogate width input: threshold (paper Eq. 7) or std (released code)",
+    "f_c": "firing-rate control factor of the adaptive threshold",
+    "threshold": "measured statistics or the estimated f_c sqrt(1 + lam^2) V_th",
+    "running": "evaluate with running thresholds (--no-running: batch statistics)",
+    "threshold_grad": "let the gradient flow through the adaptive threshold (extension)",
+    "detach_reset": "no gradient through the reset's spike",
+    "T": "time steps", "epochs": "training epochs", "batch_size": "batch size",
+    "optimizer": "sgd or adam", "lr": "learning rate", "momentum": "SGD momentum, in [0, 1)",
+    "weight_decay": "L2 weight decay", "schedule": "cosine or constant learning rate",
+    "label_smoothing": "cross-entropy label smoothing, in [0, 1)",
+    "augment": "random crop (padding 4) and horizontal flip",
+    "train_subset": "train on a fixed random N of the training samples (0: all)",
+    "seed": "random seed",
+    "backend": "numpy (CPU), cupy (GPU) or strict (a CuPy stand-in for tests)",
+    "out": "run folder (default: runs/<dataset>-<model>-<method>-<time>)",
+    "data_dir": "data cache folder (default: $DSATGO_DATA or ~/.cache/dsatgo_np)",
+    "diag_every": "record diagnostics every N batches", "plots": "write PNG plots at the end",
+}
+NO_DEFAULT = {"out", "data_dir"}        # their default is described in the help text itself
+
+
+def _exit_codes_text() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+def _item(text):
+    return text if text == "P" else int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog(),
+        description="Train a spiking network with DS-ATGO (or a baseline) and report test "
+                    "accuracy, firing rates and gradient-window shares. Subcommands: "
+                    "'evaluate PATH', 'plot RUN_DIR', 'export SRC DST', 'import SRC DST' "
+                    "(each with --help).",
+        epilog=_exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="JSON file of options (command-line flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR "
+                   "(its own options; flags such as --epochs override them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        default = getattr(defaults, f.name)
+        shown = "" if f.name in NO_DEFAULT else \
+            f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
+        kw = dict(default=None, help=HELP[f.name] + shown)
+        if isinstance(default, bool):
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(default, list):
+            p.add_argument(_flag(f.name), nargs="+", type=_item, **kw)
+        elif f.name == "backend":
+            p.add_argument(_flag(f.name), choices=BACKENDS, **kw)
+        else:
+            p.add_argument(_flag(f.name), type=type(default), **kw)
+    return p
+
+
+def config_from_args(args) -> Config:
+    values = {}
+    if args.resume and (args.config or args.out):
+        raise ValueError("--resume RUN_DIR takes the run's own config.json and folder: drop "
+                         "--config and --out")
+    if args.config:
+        try:
+            with open(args.config) as f:
+                values = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read the config file {args.config}: {e}") from e
+    if args.resume:
+        path = os.path.join(args.resume, "config.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{args.resume} is not a run folder (no config.json)")
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read {path}: {e}; the run folder is damaged") from e
+    if not isinstance(values, dict):
+        raise ValueError("a config file must hold one JSON object of options")
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} in the config; known: {sorted(known)}")
+    for name in known:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    if args.resume:
+        values["out"] = args.resume           # the folder given is the folder used
+    return Config(**values)
+
+
+def _interop(module: str, function: str):
+    """dsatgo_np.interop.<module>.<function>, imported only when asked for."""
+    import importlib
+    try:
+        mod = importlib.import_module(f"dsatgo_np.interop.{module}")
+    except ImportError as e:
+        raise ValueError(f"this installation has no dsatgo_np.interop.{module} ({e}): model "
+                         "exchange needs it; install the full package") from e
+    fn = getattr(mod, function, None)
+    if fn is None:
+        raise ValueError(f"dsatgo_np.interop.{module} has no {function}(): this installation's "
+                         "model exchange is incomplete; update the package")
+    return fn
+
+
+def _sub(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{prog()} {name}", description=description,
+                                epilog=_exit_codes_text(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    return p
+
+
+def cmd_evaluate(argv) -> int:
+    p = _sub("evaluate", "Test accuracy of a saved network: a run folder (its best.npz), a "
+                         "checkpoint .npz, or a .nir / .safetensors file.")
+    p.add_argument("path")
+    p.add_argument("--data-dir", default="", help="data cache folder")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.add_argument("--dataset", default=None, help="data set (checkpoints of the training "
+                   "command know theirs; a .nir/.safetensors file needs it)")
+    p.add_argument("--T", type=int, default=None, help="time steps, when the file does not say")
+    a = p.parse_args(argv)
+    if a.path.endswith((".nir", ".safetensors")):
+        load = (_interop("nirgraph", "load_file") if a.path.endswith(".nir")
+                else _interop("official", "load_safetensors"))
+        if not os.path.exists(a.path):
+            raise FileNotFoundError(f"no file at {a.path}")
+        net = load(a.path)
+        acc = evaluate_net(net, a.dataset or "mnist", a.data_dir, a.backend, a.T)
+        print(f"{a.path}: test accuracy {100 * acc:.2f} % on {a.dataset or 'mnist'}")
+        return 0
+    r = evaluate_checkpoint(a.path, a.data_dir, a.backend, a.dataset)
+    rec = "" if r["recorded"] is None else f" (recorded at save time: {100 * r['recorded']:.2f} %)"
+    print(f"{a.path}: test accuracy {100 * r['test_acc']:.2f} %{rec}")
+    return 0
+
+
+def cmd_plot(argv) -> int:
+    p = _sub("plot", "Draw the plots of a run folder from its metrics.jsonl.")
+    p.add_argument("run_dir")
+    a = p.parse_args(argv)
+    folder = RunFolder(a.run_dir)
+    if not os.path.exists(folder.file("metrics.jsonl")):
+        raise FileNotFoundError(f"{a.run_dir} has no metrics.jsonl: is it a run folder?")
+    if not folder.read_rows():
+        raise ValueError(f"{a.run_dir}/metrics.jsonl holds no finished epoch: train (or "
+                         "--resume) the run for at least one epoch first")
+    try:
+        from . import plots
+    except ImportError as e:
+        raise ValueError(f"plots need matplotlib ({e}): pip install 'dsatgo_np[plot]'") from e
+    for path in plots.plot_run(a.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_export(argv) -> int:
+    p = _sub("export", "Write a saved network (run folder or checkpoint) as DST: .safetensors "
+                       "(the authors' layout) or .nir (the Neuromorphic Intermediate "
+                       "Representation).")
+    p.add_argument("src")
+    p.add_argument("dst")
+    a = p.parse_args(argv)
+    if a.dst.endswith(".safetensors"):
+        fn = _interop("official", "cli_export")
+    elif a.dst.endswith(".nir"):
+        fn = _interop("nirgraph", "cli_export")
+    else:
+        raise ValueError(f"cannot tell the format of {a.dst}: name it *.safetensors or *.nir")
+    fn(a.src, a.dst)
+    print(f"wrote {a.dst}")
+    return 0
+
+
+def cmd_import(argv) -> int:
+    p = _sub("import", "Turn a network saved in the authors' layout (SRC) into a checkpoint "
+                       "(DST) that evaluate and dn.load read.")
+    p.add_argument("src")
+    p.add_argument("dst")
+    a = p.parse_args(argv)
+    _interop("official", "cli_import")(a.src, a.dst)
+    print(f"wrote {a.dst}")
+    return 0
+
+
+def cmd_train(argv) -> int:
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args)
+    summary = fit(cfg, resume=bool(args.resume), progress=not args.quiet)
+    if summary.get("interrupted"):
+        return SIGNAL_EXIT.get(summary.get("signal"), 130)
+    return 0
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "plot": cmd_plot, "export": cmd_export,
+            "import": cmd_import, "train": cmd_train}
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted(signum)
+
+
+def main(argv=None) -> int:
+    """The command line; returns the exit code (EXIT_CODES) instead of raising."""
+    if argv is None:          # a process of its own: keep freed arrays for the next step
+        from .fast import allocator
+        allocator.keep_freed_memory()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    command = COMMANDS.get(argv[0]) if argv else None
+    rest = argv[1:] if command else argv
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)   # outside the loop: stop, exit 143
+    try:
+        return (command or cmd_train)(rest)
+    except BaseException as e:   # every failure: one line naming the problem and the fix
+        if isinstance(e, SystemExit):
+            raise
+        if debug:
+            traceback.print_exc()
+        code, text = _failure(e)
+        print(text, file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _failure(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, KeyboardInterrupt):
+        signum = getattr(e, "signum", signal.SIGINT)
+        return SIGNAL_EXIT.get(signum, 130), ("stopped at once: the run folder keeps its last "
+                                              "saved checkpoint; --resume continues from it")
+    if isinstance(e, RunError):
+        return e.exit_code, f"error: {e}"
+    if isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, MemoryError,
+                      NotADirectoryError, data.DataError, RuntimeError)):
+        return 2, "error: " + str(e).replace("\n", " ")
+    if isinstance(e, OSError):
+        return 4, f"error: {e}: check the paths, the disk and the permissions"
+    return 1, (f"internal error: {type(e).__name__}: {e}. This is a bug: rerun with --debug "
+               "and report the traceback")

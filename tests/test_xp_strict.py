@@ -302,6 +302,22 @@ def test_losses_and_accuracy_equal_numpy():
     assert dn.losses.accuracy(xs.asarray(out), xs.asarray(y)) == dn.losses.accuracy(out, y)
 
 
+def test_save_and_load_a_model_trained_on_the_stand_in(tmp_path):
+    net = dn.models.cnn((1, 8, 8), (3,), 3, T=2, method="ds-atgo").to("strict")
+    opt = dn.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = xs.asarray(np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32))
+    out = net.forward(dn.encode.direct(x, 2))
+    _, d = dn.losses.cross_entropy(out, xs.asarray(np.array([0, 1, 2, 0])))
+    net.backward(d)
+    opt.step()                                  # running thresholds and BN statistics moved too
+    dn.save(net, tmp_path / "net.npz")
+    again = dn.load(tmp_path / "net.npz", backend="strict")
+    assert all(isinstance(p.data, xs.ndarray) for p in again.parameters())
+    net.eval(), again.eval()
+    np.testing.assert_array_equal(host(again.forward(dn.encode.direct(x, 2))),
+                                  host(net.forward(dn.encode.direct(x, 2))))
+
+
 # --- host synchronisations ----------------------------------------------------------------------
 
 def transfers_of_one_step(hidden, T, method):

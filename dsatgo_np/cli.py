@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import traceback
 
 from . import data
@@ -53,7 +54,9 @@ NO_DEFAULT = {"out", "data_dir"}        # their default is described in the help
 
 
 def _exit_codes_text() -> str:
-    return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(text, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7)
+        for code, text in EXIT_CODES.items())
 
 
 def _item(text):

@@ -122,7 +122,7 @@ def model_meta(net) -> dict:
             spiking["lam"] = float(neurons[0].lam)
     params = net.parameters()
     if params:
-        spiking["dtype"] = str(to_numpy(params[0].data).dtype)
+        spiking["dtype"] = str(params[0].data.dtype)
     return dict(spec=dict(spec), spiking=spiking)
 
 
@@ -148,6 +148,11 @@ def load(path, backend: str = "numpy"):
     file written by the training command or by :func:`save`), in eval mode, so that it predicts
     with its running thresholds and BatchNorm statistics; on ``backend`` ("numpy" or "cupy").
     """
+    return load_with_meta(path, backend)[0]
+
+
+def load_with_meta(path, backend: str = "numpy"):
+    """(network, metadata) of :func:`load`; the metadata as the checkpoint stored it."""
     path = _resolve(path)
     state, _, meta = read_checkpoint(path)
     recipe = meta.get("model")
@@ -170,4 +175,4 @@ def load(path, backend: str = "numpy"):
         raise ValueError(f"{path} is a checkpoint without a model recipe: it was not written by "
                          "dn.save or the training command")
     load_model_state(net, state, path)
-    return net.to(backend).eval()
+    return net.to(backend).eval(), meta

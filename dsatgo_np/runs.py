@@ -21,6 +21,7 @@ import contextlib
 import errno
 import json
 import os
+import sys
 
 from .checkpoint import TMP_SUFFIX, atomic_write
 
@@ -97,7 +98,7 @@ class RunFolder:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             try:
                 with open(path) as f:
@@ -106,6 +107,9 @@ class RunFolder:
                 holder = "unknown"
             raise RunBusy(f"{self.path} is in use by another training run (PID {holder}): wait "
                           "for it to finish or stop it, or choose another --out") from None
+        except OSError as e:     # a file system without locks (some network mounts)
+            print(f"warning: cannot lock {path} ({e.strerror or e}); running without the guard "
+                  "against a second run in the same folder", file=sys.stderr)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -577,9 +577,7 @@ def evaluate_checkpoint(path: str, data_dir: str = "", backend: str = "numpy",
     """Test accuracy of the network saved at ``path`` (a checkpoint, or a run folder's
     best.npz), on its run's data set (or ``dataset``)."""
     from . import checkpoint
-    path = checkpoint._resolve(path)
-    net = checkpoint.load(path, backend)
-    _, _, meta = read_checkpoint(path)
+    net, meta = checkpoint.load_with_meta(path, backend)
     config = meta.get("config", {})
     dataset = dataset or config.get("dataset")
     if dataset is None:

@@ -400,3 +400,15 @@ def test_resume_without_a_checkpoint_starts_over(tmp_path, capsys):
     assert train.main(["--resume", cfg.out, "--quiet"]) == 0
     assert [r["epoch"] for r in rows(cfg.out)] == [1]
     assert "has no checkpoint yet" in capsys.readouterr().out
+
+
+def test_a_file_system_without_locks_warns_and_trains(tmp_path, capsys, monkeypatch):
+    from dsatgo_np import runs
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    out = tmp_path / "nfs"
+    assert train.main(FAST + ["--out", str(out)]) == 0
+    assert "running without the guard" in capsys.readouterr().err
+    assert [r["epoch"] for r in rows(out)] == [1]

@@ -83,9 +83,8 @@ def maxpool2d_forward(x, kernel=2, stride=None):
         i, j = divmod(o, k)
         v = x[:, :, i:i + s * OH:s, j:j + s * OW:s]         # (N, C, OH, OW)
         bigger = v > out                                    # strict: a tie keeps the earlier offset
-        # argmax = o where bigger (argmax < o so far); 15x faster than where/copyto in NumPy
-        argmax += bigger * (o - argmax)
-        xp.maximum(out, v, out=out)
+        argmax = xp.where(bigger, o, argmax).astype(xp.uint8)
+        out = xp.maximum(out, v)
     return out, MaxPoolCache(tuple(x.shape), argmax, k, s)
 
 
@@ -122,6 +121,5 @@ def global_avgpool_backward(dout, cache):
     xp = get_xp(dout)
     N, C, H, W = cache.x_shape
     check_dout(dout, (N, C))
-    dx = xp.empty(cache.x_shape, dtype=dout.dtype)          # (N, C, H, W)
-    xp.multiply(dout[:, :, None, None], 1.0 / (H * W), out=dx)
-    return dx
+    share = dout[:, :, None, None] * (1.0 / (H * W))        # (N, C, 1, 1)
+    return xp.broadcast_to(share, cache.x_shape).copy()     # (N, C, H, W)

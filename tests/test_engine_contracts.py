@@ -1,0 +1,182 @@
+"""Contracts of the engine's modules that no gradient check sees: initialisation ranges,
+dtypes kept, the pooling and dropout modules end to end, direct-encoded inputs with dx,
+optimiser state edge cases. Each test names the behaviour it pins down; several were written
+to kill mutants that survived the rest of the suite (docs/TESTING.md).
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+
+import dsatgo_np as dn
+from dsatgo_np import kernels, optim
+from dsatgo_np.gradcheck import check_backward
+from dsatgo_np.model import AvgPool2d, Conv2d, Dropout, Linear, MaxPool2d, Parameter
+from dsatgo_np.neuron import replay_rule
+
+from strategies import FAST, array, fd_atol
+
+pytestmark = pytest.mark.usefixtures("each_kernel_set")
+
+
+@pytest.mark.parametrize("make, fan_in", [(lambda: Linear(50, 40), 50),
+                                          (lambda: Conv2d(6, 30, kernel=3), 6 * 9)])
+def test_initial_weights_are_uniform_within_one_over_root_fan_in(make, fan_in):
+    """PyTorch's default init, U(-b, b) with b = 1 / sqrt(fan_in): with 2000 draws the extremes
+    come within 1 % of b (the chance of missing that is 2 * 0.99^2000, about 4e-9)."""
+    bound = 1 / np.sqrt(fan_in)
+    for name, p in make().named_parameters():
+        w = p.data
+        assert np.abs(w).max() <= bound, name
+        if w.size >= 2000:
+            assert np.abs(w).max() > 0.99 * bound, name
+
+
+def test_lif_cache_keeps_the_input_dtype():
+    """theta, k, mu, sigma are recorded in X's dtype, whatever dtype the rule hands back."""
+    X = np.random.default_rng(0).normal(size=(3, 2, 5)).astype(np.float32)
+    rule = replay_rule(np.array([0.5, 1.0, 1.5]), np.array([1.0, 0.8, 1.2]))      # float64
+    S, c = kernels.of(X).lif_forward(X, np.float32(0.2), rule)
+    assert S.dtype == np.float32
+    for name in ("theta", "k", "mu", "sigma"):
+        assert getattr(c, name).dtype == np.float32, name
+    np.testing.assert_array_equal(c.theta, np.float32([0.5, 1.0, 1.5]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pooling_modules_keep_dtype_and_route_gradients(dtype):
+    x = np.random.default_rng(1).normal(size=(2, 3, 2, 4, 4)).astype(dtype)   # [T, B, C, H, W]
+    for pool in (AvgPool2d(2), MaxPool2d(2)):
+        out = pool.forward(x)
+        assert out.shape == (2, 3, 2, 2, 2) and out.dtype == x.dtype
+        dx = pool.backward(np.ones_like(out))
+        assert dx.shape == x.shape and dx.dtype == x.dtype
+        # every window hands back all of its upstream gradient (1): 1/4 each, or 1 to its max
+        np.testing.assert_allclose(dx.reshape(-1, 2, 2, 2, 2, 2).sum(axis=(3, 5)), 1.0, rtol=1e-6)
+        if isinstance(pool, MaxPool2d):
+            assert set(np.unique(dx)) == {0.0, 1.0}
+
+
+@FAST
+@given(x=array((2, 2, 1, 4, 4), -3.0, 3.0), dout=array((2, 2, 1, 2, 2)))
+def test_maxpool_module_backward(x, dout):
+    """Finite differences through the module (ties excluded: no derivative there)."""
+    windows = x.reshape(4, 1, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(4, 1, 2, 2, 4)
+    top2 = np.sort(windows, axis=-1)[..., -2:]
+    if np.any(top2[..., 1] - top2[..., 0] < 1e-4):
+        return                                    # a tie within the step: max is not smooth
+    pool = MaxPool2d(2)
+    out = pool.forward(x)
+    dx = pool.backward(dout)
+    check_backward(lambda x: MaxPool2d(2).forward(x), {"x": x}, dout, {"x": dx},
+                   atol=fd_atol(out, dout))
+
+
+def test_dropout_module():
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+    drop = Dropout(0.5, seed=3)
+    x = np.ones((4, 6, 10))                                   # [T, B, N]
+    out = drop.forward(x)
+    assert np.all(out == out[0])                              # one mask for every step
+    assert set(np.unique(out)) == {0.0, 2.0}                  # kept values scaled by 1 / (1 - p)
+    dout = np.arange(x.size, dtype=float).reshape(x.shape)
+    np.testing.assert_array_equal(drop.backward(dout), dout * (out / x))
+    drop.eval()
+    assert drop.forward(x) is x and drop.backward(dout) is dout   # identity in eval mode
+    assert Dropout(0.0).forward(x) is x
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: dn.models.cnn((1, 6, 6), (4,), 3, T=3, dtype="float64", seed=2), (2, 1, 6, 6)),
+    (lambda: dn.models.mlp([5, 6, 3], T=3, dtype="float64", seed=2), (2, 5))])
+def test_direct_encoded_input_gives_the_copied_inputs_dx(build, shape):
+    """The first layer's dx for a direct-encoded (stride-0) input comes from one forward on
+    x[0]: it must equal the dx of the same input copied T times, at every step."""
+    x0 = np.random.default_rng(4).normal(size=shape)
+    outs, dxs = [], []
+    for xs in (dn.encode.direct(x0, 3), np.ascontiguousarray(dn.encode.direct(x0, 3))):
+        net = build()
+        out = net.forward(xs)
+        outs.append(out)
+        dxs.append(net.backward(np.linspace(-1, 1, out.size).reshape(out.shape), need_dx=True))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12)
+    assert dxs[0].shape == (3,) + shape
+    np.testing.assert_allclose(dxs[0], dxs[1], rtol=1e-10, atol=1e-13)
+
+
+def test_sgd_load_state_dict_without_buffers_starts_fresh():
+    p = Parameter(np.ones(3))
+    opt = optim.SGD([p], lr=0.5, momentum=0.9)
+    p.grad = np.ones(3)
+    opt.step()                                                # buffer = 1
+    opt.load_state_dict({})                                   # no momentum saved: b starts at 0
+    assert opt.buffers == [None]
+    p.grad = np.full(3, 2.0)
+    opt.step()                                                # b = 2 (not 0.9 * 1 + 2)
+    np.testing.assert_allclose(p.data, 1 - 0.5 - 0.5 * 2.0)
+
+
+def test_set_threads_is_what_threads_reports():
+    from dsatgo_np.fast import parallel
+    saved = parallel.threads()
+    try:
+        parallel.set_threads(3)
+        assert parallel.threads() == 3
+        parallel.set_threads(1)
+        assert parallel.threads() == 1
+    finally:
+        parallel.set_threads(saved)
+
+
+class _FakeLibc:
+    """Stands in for glibc: records mallopt's calls instead of changing this process's malloc."""
+
+    def __init__(self, name):
+        self.calls = []
+        libc = self
+
+        class Mallopt:
+            def __call__(self, param, value):
+                libc.calls.append((param, value))
+                return 1
+        self.mallopt = Mallopt()
+
+
+def test_keep_freed_memory_in_process(monkeypatch):
+    """The opt-in malloc tuning: refused by DSATGO_MALLOC=system (any case), a no-op off Linux,
+    else mallopt(M_MMAP_THRESHOLD, 1 GiB) and mallopt(M_TRIM_THRESHOLD, 1 GiB); remembered."""
+    from dsatgo_np.fast import allocator
+    libs = []
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: libs.append(_FakeLibc(name)) or libs[-1])
+
+    def fresh(env=None, platform="linux"):
+        monkeypatch.setattr(allocator, "_applied", None)
+        monkeypatch.setattr(allocator.sys, "platform", platform)
+        if env is None:
+            monkeypatch.delenv("DSATGO_MALLOC", raising=False)
+        else:
+            monkeypatch.setenv("DSATGO_MALLOC", env)
+        return allocator.keep_freed_memory()
+
+    assert fresh(" System ") is False and not libs
+    assert fresh(platform="darwin") is False and not libs
+    assert fresh() is True
+    assert libs[-1].calls == [(-3, 1 << 30), (-1, 1 << 30)]     # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    monkeypatch.setenv("DSATGO_MALLOC", "system")
+    assert allocator.keep_freed_memory() is True and len(libs) == 1   # decided once per process
+
+
+def test_linear_module_is_x_w_transposed_plus_b():
+    """The module's own arithmetic (a bias dropped in forward and backward alike would still
+    pass a finite-difference check)."""
+    lin = Linear(3, 2, dtype="float64")
+    lin._params["weight"].data = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
+    lin._params["bias"].data = np.array([0.25, -2.0])
+    x = np.arange(12.0).reshape(2, 2, 3)                      # [T, B, I]
+    np.testing.assert_allclose(lin.forward(x), x @ lin._params["weight"].data.T + [0.25, -2.0])
+    dout = np.ones((2, 2, 2))
+    dx = lin.backward(dout)
+    np.testing.assert_allclose(lin._params["bias"].grad, [4.0, 4.0])     # sum over T and B
+    np.testing.assert_allclose(lin._params["weight"].grad, np.tile(x.reshape(4, 3).sum(0), (2, 1)))
+    np.testing.assert_allclose(dx, np.full((2, 2, 3), [1.0, 1.0, 3.5]))
+    assert "bias" not in dict(Linear(3, 2, bias=False).named_parameters())

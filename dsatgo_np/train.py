@@ -361,6 +361,9 @@ def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
     resumed run had nothing left to do. Raises RunError subclasses (RunBusy, Diverged,
     RunIOError), ValueError/TypeError for bad options, data.DataError for bad data.
     """
+    paths = {k: os.fspath(getattr(cfg, k)) for k in ("out", "data_dir")
+             if isinstance(getattr(cfg, k), os.PathLike)}
+    cfg = dataclasses.replace(cfg, **paths)           # pathlib.Path welcome, stored as str
     check_config(cfg)
     if resume and not cfg.out:
         raise ValueError("resume needs the run folder: set out (the command line: --resume RUN_DIR)")

@@ -62,7 +62,7 @@ def test_resuming_a_copy_writes_the_copy_and_leaves_the_original_alone(tmp_path,
 
 def test_a_moved_run_resumes_where_it_is(tmp_path):
     cfg = small(tmp_path, "orig")
-    train.fit(cfg, verbose=False)
+    train.fit(train.dataclasses.replace(cfg, out=tmp_path / "orig"), verbose=False)  # a Path
     moved = tmp_path / "moved"
     os.rename(cfg.out, moved)
     assert train.main(["--resume", str(moved), "--epochs", "2", "--quiet"]) == 0

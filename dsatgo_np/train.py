@@ -445,7 +445,9 @@ def _finished(cfg, folder, meta, verbose) -> dict:
 
 
 def _bar(total, initial, desc, show):
-    live = sys.stderr.isatty() or "notebook" in tqdm.__module__
+    # A terminal or a notebook (tqdm.auto's widget) redraws in place; a log file gets a line
+    # every 10 s.
+    live = sys.stderr.isatty() or any("notebook" in c.__module__ for c in tqdm.__mro__)
     return tqdm(total=total, initial=initial, desc=desc, unit="batch", disable=not show,
                 dynamic_ncols=True, mininterval=0.1 if live else 10.0, file=sys.stderr)
 

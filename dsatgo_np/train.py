@@ -234,8 +234,10 @@ def _check_split(x, y, name, split):
     if len(y) == 0:
         raise data.DataError(f"the {name} {split} split is empty: check the data cache")
     # NaN and inf survive a sum (no full-size temporary, unlike isfinite on CIFAR's 600 MB)
-    if not math.isfinite(float(x.sum())):
+    bad = 0
+    if not math.isfinite(float(x.sum())):        # then count (a huge finite sum counts none)
         bad = int(sum(np.count_nonzero(~np.isfinite(x[i:i + 4096])) for i in range(0, len(x), 4096)))
+    if bad:
         raise data.DataError(f"the {name} {split} split holds {bad} non-finite input value(s) "
                              "(NaN or inf): repair or re-fetch the data (delete its cache folder)")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:

@@ -51,6 +51,7 @@ EXIT_CODES = {
     143: "stopped by SIGTERM after saving last.npz: --resume continues",
 }
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_NOTEBOOK = any("notebook" in c.__module__ for c in tqdm.__mro__)   # tqdm.auto chose its widget
 MAX_BATCH_ENTRIES = 1000      # per-batch metrics of an epoch: every batch up to this many batches
 
 
@@ -450,7 +451,7 @@ def _finished(cfg, folder, meta, verbose) -> dict:
 def _bar(total, initial, desc, show):
     # A terminal or a notebook (tqdm.auto's widget) redraws in place; a log file gets a line
     # every 10 s.
-    live = sys.stderr.isatty() or any("notebook" in c.__module__ for c in tqdm.__mro__)
+    live = sys.stderr.isatty() or _NOTEBOOK
     return tqdm(total=total, initial=initial, desc=desc, unit="batch", disable=not show,
                 dynamic_ncols=True, mininterval=0.1 if live else 10.0, file=sys.stderr)
 

@@ -286,7 +286,8 @@ class AvgPool2d(Module):
         return out.reshape((T, B) + out.shape[1:])
 
     def backward(self, dout, need_dx: bool = True):
-        dx = self.kernels.avgpool2d_backward(_fold(dout), _cache(self))
+        cache = _cache(self)                  # raises if no forward ran
+        dx = self.kernels.avgpool2d_backward(_fold(dout), cache)
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 

@@ -6,7 +6,7 @@ receives the same gradient dL/dm / T.
 """
 from __future__ import annotations
 
-from .backend import get_xp
+from .backend import get_xp, to_numpy
 
 
 def _check(out, y):
@@ -29,7 +29,7 @@ def _check(out, y):
     if y.shape != (B,):
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match a batch of "
                          f"{B}: expected integer labels of shape [B]")
-    lo, hi = int(y.min()), int(y.max())
+    lo, hi = (int(v) for v in to_numpy(get_xp(y).stack([y.min(), y.max()])))  # one read
     if lo < 0 or hi >= K:
         raise ValueError(f"labels must be class indices in [0, {K}), got values from {lo} to "
                          f"{hi}: the readout has {K} outputs; fix the labels or the number of "
@@ -83,4 +83,5 @@ def mse(out, y):
 def accuracy(out, y) -> float:
     """Share of samples whose time-averaged readout peaks at the label."""
     _check(out, y)
+    y = get_xp(out).asarray(y)                 # labels on the readout's device
     return float((out.mean(axis=0).argmax(axis=1) == y).mean())

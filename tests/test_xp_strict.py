@@ -436,3 +436,14 @@ def test_train_loop_reads_back_the_same_few_numbers_per_step_whatever_the_depth(
     shallow = [down for down, _ in fit_transfers_per_step(tmp_path, [16])]
     deep = [down for down, _ in fit_transfers_per_step(tmp_path, [16, 16, 16, 16])]
     assert len(set(shallow)) == 1 and shallow == deep, (shallow[:2], deep[:2])
+
+
+def test_accuracy_of_a_device_readout_against_host_labels():
+    """losses.accuracy moves host labels to the readout's device (CuPy refuses the mix)."""
+    out = np.zeros((2, 4, 3), np.float32)
+    out[:, np.arange(4), [0, 1, 2, 0]] = 1.0                 # predicts 0, 1, 2, 0
+    y = np.array([0, 1, 1, 0])
+    assert dn.losses.accuracy(xs.asarray(out), y) == 0.75
+    with xs.count_transfers() as count:
+        dn.losses.cross_entropy(xs.asarray(out), xs.asarray(y))
+    assert count.count == 1                                  # the labels' range, in one read

@@ -149,7 +149,7 @@ def _batch_iter(x, y, batch_size, count, order):
         if order is None:
             yield x[lo:hi], y[lo:hi]  # views: no copy when not shuffling
         else:
-            idx = order[lo:hi] if xp is np else xp.asarray(order[lo:hi])
+            idx = xp.asarray(order[lo:hi])        # on x's device (no copy for NumPy)
             yield x[idx], y[idx]
 
 

@@ -38,10 +38,14 @@ def direct(x, T: int):
 
 
 def poisson(x, T: int, rng):
-    """Rate coding: spikes with probability x (in [0, 1]) at each step, [B, ...] -> [T, B, ...]."""
+    """Rate coding: spikes with probability x (in [0, 1]) at each step, [B, ...] -> [T, B, ...].
+
+    rng: a generator of x's array module (np.random.default_rng, cupy.random.default_rng),
+    so that the draws are made where x lives; a NumPy generator with CuPy data works too,
+    at the price of a copy to the device per call."""
     _check(x, T, "encode.poisson")
     xp = get_xp(x)
-    if bool((x < 0).any()) or bool((x > 1).any()):
+    if bool(((x < 0) | (x > 1)).any()):                   # one host read
         raise ValueError("encode.poisson: x must hold firing probabilities in [0, 1]: scale the "
                          "input (e.g. x / 255) before rate coding")
     return (xp.asarray(rng.random((T,) + x.shape)) < x).astype(x.dtype)

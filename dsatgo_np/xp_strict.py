@@ -324,7 +324,8 @@ _UFUNCS = {"add", "subtract", "multiply", "divide", "true_divide", "floor_divide
            "reciprocal", "tanh", "sin", "cos", "arctan", "sign", "floor", "ceil", "rint",
            "maximum", "minimum", "fmax", "fmin", "greater", "greater_equal", "less",
            "less_equal", "equal", "not_equal", "logical_and", "logical_or", "logical_not",
-           "isnan", "isinf", "isfinite", "remainder", "matmul", "copysign", "fabs", "signbit"}
+           "isnan", "isinf", "isfinite", "remainder", "matmul", "copysign", "fabs", "signbit",
+           "bitwise_and", "bitwise_or", "bitwise_xor", "invert", "logical_xor"}
 for _name in _UFUNCS:
     globals()[_name] = ufunc(getattr(np, _name))
 abs, mod = absolute, remainder   # noqa: A001, F821  (numpy's aliases)

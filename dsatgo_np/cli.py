@@ -167,13 +167,24 @@ def cmd_evaluate(argv) -> int:
         if not os.path.exists(a.path):
             raise FileNotFoundError(f"no file at {a.path}")
         net = load(a.path)
-        acc = evaluate_net(net, a.dataset or "mnist", a.data_dir, a.backend, a.T)
-        print(f"{a.path}: test accuracy {100 * acc:.2f} % on {a.dataset or 'mnist'}")
+        dataset = a.dataset or _recorded_dataset(a.path, net)
+        if dataset is None:
+            raise ValueError(f"{a.path} does not say which data set it was trained on: "
+                             "add --dataset (mnist, fashion-mnist, cifar10 or digits)")
+        acc = evaluate_net(net, dataset, a.data_dir, a.backend, a.T)
+        print(f"{a.path}: test accuracy {100 * acc:.2f} % on {dataset}")
         return 0
     r = evaluate_checkpoint(a.path, a.data_dir, a.backend, a.dataset)
     rec = "" if r["recorded"] is None else f" (recorded at save time: {100 * r['recorded']:.2f} %)"
     print(f"{a.path}: test accuracy {100 * r['test_acc']:.2f} %{rec}")
     return 0
+
+
+def _recorded_dataset(path, net):
+    """The data set that `export` wrote into a .nir or .safetensors file, or None."""
+    if path.endswith(".nir"):
+        return (getattr(net, "metadata", None) or {}).get("dataset")
+    return _interop("official", "dataset_of")(path)
 
 
 def cmd_plot(argv) -> int:

@@ -223,6 +223,28 @@ def test_evaluate_a_nir_file_through_its_loader(tmp_path, monkeypatch, capsys):
     assert f"test accuracy {100 * summary['best_test_acc']:.2f} % on digits" in out
 
 
+def test_evaluate_a_nir_file_on_the_data_set_its_export_recorded(tmp_path, monkeypatch, capsys):
+    """Without --dataset, the data set written by `export` decides; a file that names none
+    is a clear exit 2, never a silent evaluation on MNIST."""
+    import sys
+    import types
+    cfg = small(tmp_path, epochs=1)
+    summary = train.fit(cfg, verbose=False)
+    from dsatgo_np import checkpoint
+    net = checkpoint.load(summary["run"])
+    mod = types.ModuleType("dsatgo_np.interop.nirgraph")
+    mod.load_file = lambda path: net
+    monkeypatch.setitem(sys.modules, "dsatgo_np.interop.nirgraph", mod)
+    path = tmp_path / "m.nir"
+    path.write_bytes(b"")
+    net.metadata = {"dataset": "digits"}
+    assert train.main(["evaluate", str(path)]) == 0
+    assert "% on digits" in capsys.readouterr().out
+    net.metadata = {}
+    assert train.main(["evaluate", str(path)]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
 def test_epoch_rows_carry_per_batch_loss_and_accuracy(tmp_path):
     cfg = small(tmp_path, epochs=2)
     train.fit(cfg, verbose=False)

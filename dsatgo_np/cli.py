@@ -26,7 +26,7 @@ from .train import (EXIT_CODES, SIGNAL_EXIT, Config, Interrupted, _flag, evaluat
 
 HELP = {
     "dataset": "data set: mnist, fashion-mnist, cifar10, digits (offline)",
-    "model": "network: mlp, cnn, vgg, sew-resnet",
+    "model": "network: mlp, cnn, vgg, sew-resnet, resnet19 (the authors' release; cifar10)",
     "hidden": "mlp hidden layer sizes", "channels": "cnn channel counts, one conv block each",
     "vgg_layers": "vgg layers: channel counts and P for 2x2 pooling",
     "width_mult": "sew-resnet channel multiplier (1.0 is ResNet19's 128/256/512)",

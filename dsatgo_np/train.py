@@ -36,7 +36,7 @@ from .checkpoint import load_model_state, model_meta, read_checkpoint, save_chec
 from .neuron import METHODS
 from .runs import BEST, LAST, Diverged, RunError, RunFolder, writing  # noqa: F401 (RunError: API)
 
-MODELS = ("mlp", "cnn", "vgg", "sew-resnet")
+MODELS = ("mlp", "cnn", "vgg", "sew-resnet", "resnet19")
 
 EXIT_CODES = {
     0: "finished (or nothing left to do)",
@@ -59,7 +59,7 @@ MAX_BATCH_ENTRIES = 1000      # per-batch metrics of an epoch: every batch up to
 class Config:
     """Every option of a run (one flat config, saved as config.json)."""
     dataset: str = "mnist"                # mnist | fashion-mnist | cifar10 | digits
-    model: str = "mlp"                    # mlp | cnn | vgg | sew-resnet
+    model: str = "mlp"                    # mlp | cnn | vgg | sew-resnet | resnet19
     hidden: list = field(default_factory=lambda: [512, 512])     # mlp hidden sizes
     channels: list = field(default_factory=lambda: [32, 64])     # cnn channels
     vgg_layers: list = field(default_factory=lambda: [64, 128, "P", 128, "P"])
@@ -175,6 +175,12 @@ def build_model(cfg: Config, in_shape, n_classes):
         return models.cnn(tuple(in_shape), tuple(cfg.channels), n_classes, **spiking)
     if cfg.model == "vgg":
         return models.vgg(tuple(in_shape), tuple(cfg.vgg_layers), n_classes, **spiking)
+    if cfg.model == "resnet19":          # the authors' release, layer for layer (3-channel input)
+        if tuple(in_shape)[0] != 3:
+            raise ValueError(f"--model resnet19 takes 3-channel images (as the authors' release "
+                             f"does), but {cfg.dataset} has shape {tuple(in_shape)}: use "
+                             "--dataset cifar10, or --model sew-resnet")
+        return models.resnet19(n_classes=n_classes, **spiking)
     return models.sew_resnet(tuple(in_shape), n_classes, width_mult=cfg.width_mult, **spiking)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from dsatgo_np import train  # noqa: E402
+from dsatgo_np import models, train  # noqa: E402
 from dsatgo_np.checkpoint import read_checkpoint  # noqa: E402
 
 
@@ -297,3 +297,13 @@ def test_progress_bar_after_a_resume_counts_only_new_batches(tmp_path, monkeypat
     # tqdm's rate is (n - initial) / elapsed: the 8 batches of this session
     shown = made[0].format_meter(**dict(d, elapsed=2.0, rate=None))
     assert "4.00it/s" in shown or "4.00batch/s" in shown, shown
+
+
+def test_resnet19_from_the_command_line_is_the_release_network_and_needs_colour_images():
+    cfg = train.Config(model="resnet19", dataset="cifar10", T=2, method="ds-atgo",
+                       neuron="plif", width="std")
+    net = train.build_model(cfg, (3, 8, 8), 10)
+    assert sum(p.data.size for p in net.parameters()) == sum(
+        p.data.size for p in models.resnet19(T=2).parameters())
+    with pytest.raises(ValueError, match="3-channel"):
+        train.build_model(train.Config(model="resnet19"), (1, 28, 28), 10)

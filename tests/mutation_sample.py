@@ -24,7 +24,34 @@ AT_LEAST = 10            # per module (the small method modules get proportional
 
 # Mutants whose program computes the same results as the original for every input the
 # engine can receive; each with the reason (docs/TESTING.md lists them too).
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "dsatgo_np.fast.allocator.x_keep_freed_memory__mutmut_23":
+        "find_library('c') and 'libc.so.6': glibc's libc is libc.so.6, the library the original "
+        "loads; without glibc mallopt is missing either way and the function returns False",
+    "dsatgo_np.fast.allocator.x_keep_freed_memory__mutmut_26":
+        "find_library('C') finds nothing, so the fallback 'libc.so.6' loads the same libc",
+    "dsatgo_np.fast.conv.x__conv_dx_s1__mutmut_101":
+        "out=None: the product lands in a new array instead of a reused buffer; the returned "
+        "array is the one used, so only memory traffic changes",
+    "dsatgo_np.fast.conv.x_conv2d_backward__mutmut_27":
+        "stride 1 takes the general dW path, which computes the same sum (the stride-1 path "
+        "only saves an im2col): equal to round-off, a speed change",
+    "dsatgo_np.fast.neuron.x_row_sums__mutmut_17":
+        "einsum('IJ->I') is the same reduction as einsum('ij->i')",
+    "dsatgo_np.fast.pooling.x_avgpool2d_backward__mutmut_45":
+        "split=False runs the same matrix product without sharing its rows between threads",
+    "dsatgo_np.model.xǁSpikingǁbackward__mutmut_1":
+        "Spiking.backward never reads need_dx",
+    "dsatgo_np.model.xǁSpikingǁforward__mutmut_52":
+        "getattr default None instead of False: both are false where the flag is read",
+    "dsatgo_np.neuron.x_lif_backward__mutmut_16":
+        "V computed even when need_dlam is False: it is read only for dlam, so only time changes",
+    "dsatgo_np.optim.xǁSGDǁload_state_dict__mutmut_3":
+        "the constructor refuses an empty parameter list, so self.params is never empty here",
+    "dsatgo_np.surrogate.x_mpd_agl_width__mutmut_5":
+        "get_xp(g) for get_xp(lam, g): the engine passes lam and g from the same array module "
+        "(the neuron's decay, its BatchNorm's mean scale)",
+}
 
 
 def metas(root: Path = Path("mutants")):

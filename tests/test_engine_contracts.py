@@ -180,3 +180,29 @@ def test_linear_module_is_x_w_transposed_plus_b():
     np.testing.assert_allclose(lin._params["weight"].grad, np.tile(x.reshape(4, 3).sum(0), (2, 1)))
     np.testing.assert_allclose(dx, np.full((2, 2, 3), [1.0, 1.0, 3.5]))
     assert "bias" not in dict(Linear(3, 2, bias=False).named_parameters())
+
+
+def test_pooling_on_the_gpu_stand_in_matches_numpy():
+    """Plain pooling on dsatgo_np.xp_strict arrays (a CuPy stand-in that refuses NumPy
+    operations on its arrays): each function works in its input's array module."""
+    from dsatgo_np import pooling, xp_strict as xs
+    rng = np.random.default_rng(5)
+    x, dout = rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 3, 2, 2))
+    for fwd, bwd, args in ((pooling.maxpool2d_forward, pooling.maxpool2d_backward, (2,)),
+                           (pooling.avgpool2d_forward, pooling.avgpool2d_backward, (2,))):
+        out, cache = fwd(x, *args)
+        out_s, cache_s = fwd(xs.asarray(x), *args)
+        dx_s = bwd(xs.asarray(dout), cache_s)
+        assert isinstance(dx_s, xs.ndarray)
+        np.testing.assert_array_equal(xs.asnumpy(out_s), out)
+        np.testing.assert_array_equal(xs.asnumpy(dx_s), bwd(dout, cache))
+
+
+@pytest.mark.parametrize("shape, kernel, stride", [((1, 1, 4, 4), 2, 0),      # stride < 1
+                                                   ((1, 1, 8, 4), 5, 1),      # wider than W
+                                                   ((1, 1, 4, 8), 5, 1),      # taller than H
+                                                   ((1, 1, 17, 17), 17, 1)])  # kernel > 16
+def test_maxpool_refuses_kernels_that_do_not_fit(shape, kernel, stride):
+    from dsatgo_np import pooling
+    with pytest.raises(ValueError, match="does not fit"):
+        pooling.maxpool2d_forward(np.zeros(shape), kernel, stride)

@@ -206,3 +206,38 @@ def test_maxpool_refuses_kernels_that_do_not_fit(shape, kernel, stride):
     from dsatgo_np import pooling
     with pytest.raises(ValueError, match="does not fit"):
         pooling.maxpool2d_forward(np.zeros(shape), kernel, stride)
+
+
+def test_loss_checks_name_the_problem():
+    from dsatgo_np import losses
+    with pytest.raises(ValueError, match=r"readout as an array \[T, B, K\], got \(2, 3\)"):
+        losses.cross_entropy(np.zeros((2, 3)), np.zeros(2, int))
+    with pytest.raises(ValueError, match=r"at least one step, sample and class: .* shape \(1, 2, 0\)"):
+        losses.mse(np.zeros((1, 2, 0)), np.zeros(2, int))
+    for y in ([0, 3], [-1, 0]):                      # above K - 1, below 0: each alone refused
+        with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+            losses.cross_entropy(np.zeros((1, 2, 3)), np.array(y))
+    loss, d = losses.cross_entropy(np.zeros((1, 2, 1)), np.zeros(2, int))   # one class: valid
+    assert float(loss) == 0.0 and np.all(d == 0)
+
+
+@pytest.mark.parametrize("neuron, lam, message", [("lif", 2.0, r"LIF needs 0 <= lam <= 1"),
+                                                  ("plif", 1.0, r"PLIF needs 0 < lam < 1")])
+def test_decay_errors_name_the_neurons_range(neuron, lam, message):
+    with pytest.raises(ValueError, match=message):
+        dn.model.Spiking(2, neuron=neuron, lam=lam)
+
+
+@pytest.mark.parametrize("method", ["at", "ds-atgo"])
+def test_threshold_grad_reaches_the_models_backward(method):
+    """With a measured threshold the option adds dL/dtheta's term to dx (its value is checked
+    against finite differences in test_option_matrix.py); without it the term is absent."""
+    x = np.random.default_rng(6).normal(size=(2, 4, 3))
+    y = np.array([0, 1, 1, 0])
+    dxs = []
+    for tgrad in (False, True):
+        net = dn.models.mlp([3, 5, 2], T=2, method=method, threshold_grad=tgrad,
+                            dtype="float64", seed=1, smooth=True, k0=2.0)
+        _, dout = dn.losses.cross_entropy(net.forward(x), y)
+        dxs.append(net.backward(dout, need_dx=True))
+    assert np.abs(dxs[1] - dxs[0]).max() > 1e-6

@@ -64,6 +64,11 @@ def test_fixed_and_estimated_thresholds():
     cfg = SpikeConfig(method="ds-atgo", threshold="estimated", f_c=0.9)
     _, c = lif_forward(X, lam, make_rule(cfg, lam, True))
     assert np.allclose(c.theta, 0.9 * math.sqrt(1 + 0.04) * 1.0)
+    cfg = SpikeConfig(method="at", threshold="estimated", f_c=1.2, v_th=0.5)
+    _, c = lif_forward(X, lam, make_rule(cfg, lam, True))
+    np.testing.assert_allclose(c.theta, 1.2 * math.sqrt(1.04) * 0.5, rtol=1e-15)   # v_th scales it
+    # the defaults are the paper's f_c = 1 and V_th = 1
+    assert float(threshold.estimated_threshold(lam)) == pytest.approx(math.sqrt(1.04), rel=1e-15)
 
 
 def test_width_options():
@@ -88,7 +93,7 @@ def test_mpd_agl_width():
     _, c = lif_forward(X, lam, make_rule(SpikeConfig(method="mpd-agl"), lam, True, g=g))
     assert c.k[0] == pytest.approx(2 * 1.7 * 0.5)
     assert c.k[1] == c.k[2] == pytest.approx(2 * math.sqrt(1.04) * 1.7 * 0.5)
-    with pytest.raises(ValueError, match="mean scale"):
+    with pytest.raises(ValueError, match="method 'mpd-agl' needs g, the mean scale of the preceding BatchNorm"):
         make_rule(SpikeConfig(method="mpd-agl"), lam, True)
 
 

@@ -141,3 +141,15 @@ def test_run_py_dispatches_the_mismatch_experiments(tmp_path, monkeypatch):
         ["ds-atgo_depth2-nobn-s0", "ds-atgo_depth2-nobn-s1"]
     with pytest.raises(SystemExit):                               # an unknown label is refused
         run.main(["mismatch-depth-mnist", "--smoke", "--root", root, "--labels", "nope"])
+
+
+def test_cnn_runs_train_a_plain_cnn(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
+    mm = load("mismatch")
+    root = str(tmp_path / "runs")
+    assert mm.main(["mismatch-scale-cnn-mnist", "--smoke", "--root", root,
+                    "--labels", "ds-atgo_scale0.25"]) == 0
+    (row,) = mm.load(root, "mismatch-scale-cnn-mnist")[("", 0.25, "ds-atgo")][:1]
+    assert len(row["diagnostics"]) == 4                            # 4 conv spiking layers
+    assert abs(mm.deepest(row, "init")["firing_rate_mean"] - diagnostics.THEOREM1_RATE) < 0.05

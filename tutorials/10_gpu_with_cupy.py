@@ -134,6 +134,36 @@ cpu_b = train_step(build("float32").to("numpy"), x, y, np, 4)
 assert compare(cpu_a, cpu_b, "float32, CPU vs CPU") == (0.0, 0.0, 0.0, 0.0)
 
 # %% [markdown]
+# ## The GPU path without a GPU: a strict stand-in
+#
+# Two things differ on a GPU besides speed. First, which code runs: NumPy arrays get the
+# CPU speed layer (`dsatgo_np/fast/`: blocked loops, threads), every other array module the
+# plain core, the equations as written (`dsatgo_np/kernels.py` decides; CuPy adds fused
+# CUDA kernels for the neuron, `dsatgo_np/gpu.py`). Second, what CuPy refuses: it never turns
+# a device array into a NumPy one behind your back, and every `float()` or `.item()` is a
+# copy to the host that makes the program wait for the GPU.
+#
+# `dsatgo_np.xp_strict` is a stand-in for CuPy, backed by NumPy, that behaves like CuPy in
+# exactly those ways, and counts every read back to the host. The same `train_step` on it
+# runs the plain core, so it must equal NumPy running the plain core, to the last bit:
+
+# %%
+from dsatgo_np import xp_strict
+
+dn.set_kernels("plain")                 # NumPy on the plain core too, for a bit-for-bit check
+plain_numpy = train_step(build("float32"), x, y, np, 4)
+dn.set_kernels("auto")
+with xp_strict.count_transfers() as reads:
+    strict = train_step(build("float32").to("strict"), x, y, xp_strict, 4)
+assert compare(plain_numpy, strict, "float32, NumPy vs the CuPy stand-in") == (0.0, 0.0, 0.0, 0.0)
+print("reads back to the host in one step, the comparison's copies included:", reads.count)
+try:
+    np.asarray(xp_strict.zeros(3))
+    raise AssertionError("the stand-in should refuse an implicit copy to the host")
+except TypeError as e:
+    print("np.asarray on a device array:", str(e)[:70], "...")
+
+# %% [markdown]
 # ## The GPU half: parity with NumPy
 #
 # On a GPU the same step runs on CuPy arrays. The results cannot be bit-identical:

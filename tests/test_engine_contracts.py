@@ -84,6 +84,9 @@ def test_dropout_module():
     drop.eval()
     assert drop.forward(x) is x and drop.backward(dout) is dout   # identity in eval mode
     assert Dropout(0.0).forward(x) is x
+    # the default seed is 0: the same masks as Dropout(p, seed=0), run after run
+    np.testing.assert_array_equal(Dropout(0.5).forward(x), Dropout(0.5, seed=0).forward(x))
+    assert not np.array_equal(Dropout(0.5, seed=0).forward(x), Dropout(0.5, seed=1).forward(x))
 
 
 @pytest.mark.parametrize("build, shape", [
@@ -251,3 +254,22 @@ def test_split_and_ranges_edges():
     assert parallel.split(0, 3) == []
     # arrays of another module than NumPy (the GPU is parallel already): one run over all n
     assert parallel.ranges(lambda lo, hi: (lo, hi), 5, xp=xs) == [(0, 5)]
+
+
+def test_spiking_layer_errors_name_the_layer():
+    with pytest.raises(ValueError, match=r"^Spiking: T must be a whole number >= 1, got 0$"):
+        dn.model.Spiking(0)
+
+
+def test_detach_reset_reaches_the_models_backward():
+    """detach_reset drops the reset path dS~ = dS - dV H from the neuron's backward (checked
+    against finite differences in test_option_matrix.py): the model's dx must change with it."""
+    x = np.random.default_rng(8).normal(0.5, 1.0, size=(3, 4, 3))
+    y = np.array([0, 1, 1, 0])
+    dxs = []
+    for detach in (False, True):
+        net = dn.models.mlp([3, 5, 2], T=3, method="vanilla", detach_reset=detach,
+                            dtype="float64", seed=1, smooth=True, k0=2.0)
+        _, dout = dn.losses.cross_entropy(net.forward(x), y)
+        dxs.append(net.backward(dout, need_dx=True))
+    assert np.abs(dxs[1] - dxs[0]).max() > 1e-6

@@ -51,6 +51,9 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.model.xǁBatchNormǁforward__mutmut_34":
         "x[1] for x[0] of a direct-encoded input in eval mode: every step is the same array "
         "(is_static needs T > 1, so x[1] exists)",
+    "dsatgo_np.neuron.x_make_rule__mutmut_25":
+        "nan = None: stack_steps records mu and sigma with asarray(None, dtype), which is NaN "
+        "in NumPy and in the CuPy stand-in (not checked on CuPy itself)",
     "dsatgo_np.fast.neuron.x_lif_backward__mutmut_73":
         "out= dropped: dS~ lands in a new array instead of a reused buffer; same values",
     "dsatgo_np.fast.parallel.x_split__mutmut_8":

@@ -118,3 +118,12 @@ def test_against_torch_batchnorm(data, T, B, C, spatial, static, momentum):
                                    rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(bn._buffers["running_var"], ref.running_var.numpy(),
                                    rtol=1e-10, atol=1e-13)
+
+
+def test_eps_option_and_channel_check():
+    """eps is the module's own (not the kernel's default), and a wrong channel count is named."""
+    bn = BatchNorm(1, eps=0.5, dtype="float64")
+    x = np.array([[[1.0], [3.0]]])                                             # biased var 1
+    np.testing.assert_allclose(bn.forward(x)[0, :, 0], np.array([-1, 1]) / np.sqrt(1.5), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"BatchNorm over 3 channels got input of shape \(2, 4, 5\)"):
+        BatchNorm(3).forward(np.ones((2, 4, 5), np.float32))

@@ -69,25 +69,25 @@ EXPERIMENTS = {
                            for s in (0, 1)],
     # a longer DS-ATGO MLP run: how far the MNIST MLP gets with more epochs
     "mlp-long": [("ds-atgo", dict(MNIST_MLP, epochs=10, weight_decay=1e-4, method="ds-atgo"), 0)],
-    # issue 3's documented CNN runs (DS-ATGO, longer budget than the ablation)
+    # the documented CNN runs (DS-ATGO, longer budget than the ablation)
     "cnn-mnist": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=3, method="ds-atgo"), 0)],
     "cnn-mnist-long": [("ds-atgo", dict(FMNIST_CNN, dataset="mnist", epochs=5, method="ds-atgo"), 0)],
     "cnn-fmnist": [("ds-atgo", dict(FMNIST_CNN, epochs=4, method="ds-atgo"), 0)],
-    # the attempt at issue 5's 92 % Fashion-MNIST target: twice cnn-fmnist's epochs, with
+    # the attempt at a 92 % Fashion-MNIST target: twice cnn-fmnist's epochs, with
     # weight decay; about 40 minutes of one core beside another run
     "cnn-fmnist-long": [("ds-atgo", dict(FMNIST_CNN, epochs=8, weight_decay=1e-4,
                                          method="ds-atgo"), 0)],
     # the lower peak rate that cnn-fmnist-long's per-epoch accuracies point to
     "cnn-fmnist-lr02": [("ds-atgo", dict(FMNIST_CNN, epochs=5, lr=0.02, method="ds-atgo"), 0)],
-    # session 4: the same rate for twice the epochs, which cnn-fmnist-lr02's still-rising
+    # the same rate for twice the epochs, which cnn-fmnist-lr02's still-rising
     # accuracy pointed to
     "cnn-fmnist-lr02-long": [("ds-atgo", dict(FMNIST_CNN, epochs=10, lr=0.02,
                                               method="ds-atgo"), 0)],
     # the first attempt, 15 epochs with crop + flip: stopped after one epoch (too long for a
-    # session at 687 s per epoch on one core)
+    # working day at 687 s per epoch on one core)
     "cnn-fmnist-aug": [("ds-atgo", dict(FMNIST_CNN, epochs=15, augment=True, method="ds-atgo"),
                         0)],
-    # issue 5's CIFAR target: DS-ATGO on all 50,000 images for about 2 hours of both cores
+    # the CIFAR target: DS-ATGO on all 50,000 images for about 2 hours of both cores
     # (7 epochs at the threaded engine's speed); run it alone, with DSATGO_THREADS unset
     "cifar-long": [("ds-atgo", dict(CIFAR_VGG, train_subset=0, epochs=7, method="ds-atgo"), 0)],
 }

@@ -54,6 +54,14 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.neuron.x_make_rule__mutmut_25":
         "nan = None: stack_steps records mu and sigma with asarray(None, dtype), which is NaN "
         "in NumPy and in the CuPy stand-in (not checked on CuPy itself)",
+    "dsatgo_np.fast.conv.x__conv_dw__mutmut_41":
+        "a larger scratch buffer (hi + lo for hi - lo samples): only its first part is used",
+    "dsatgo_np.fast.conv.x__conv_dx_s1__mutmut_11":
+        "two more values of slack in the padded scratch buffer, never read",
+    "dsatgo_np.model.xǁSpikingǁ__init____mutmut_79":
+        "record = None for False: both are false where it is read",
+    "dsatgo_np.neuron.x_replay_rule__mutmut_3":
+        "nan = None: recorded as asarray(None, dtype), NaN in NumPy and the CuPy stand-in",
     "dsatgo_np.fast.neuron.x_lif_backward__mutmut_73":
         "out= dropped: dS~ lands in a new array instead of a reused buffer; same values",
     "dsatgo_np.fast.parallel.x_split__mutmut_8":

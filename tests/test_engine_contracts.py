@@ -224,8 +224,9 @@ def test_loss_checks_name_the_problem():
     assert float(loss) == 0.0 and np.all(d == 0)
 
 
-@pytest.mark.parametrize("neuron, lam, message", [("lif", 2.0, r"LIF needs 0 <= lam <= 1"),
-                                                  ("plif", 1.0, r"PLIF needs 0 < lam < 1")])
+@pytest.mark.parametrize("neuron, lam, message", [
+    ("lif", 2.0, r"LIF needs 0 <= lam <= 1 \(lam > 1 makes V grow\)$"),
+    ("plif", 1.0, r"PLIF needs 0 < lam < 1$")])
 def test_decay_errors_name_the_neurons_range(neuron, lam, message):
     with pytest.raises(ValueError, match=message):
         dn.model.Spiking(2, neuron=neuron, lam=lam)
@@ -273,3 +274,51 @@ def test_detach_reset_reaches_the_models_backward():
         _, dout = dn.losses.cross_entropy(net.forward(x), y)
         dxs.append(net.backward(dout, need_dx=True))
     assert np.abs(dxs[1] - dxs[0]).max() > 1e-6
+
+
+def test_cross_entropy_is_stable_for_large_logits():
+    """The log-softmax subtracts each row's maximum: logits of 1000 stay finite and exact."""
+    from dsatgo_np import losses
+    out = np.array([[[1000.0, 998.0, 990.0]]])                  # [T=1, B=1, K=3]
+    loss, d = losses.cross_entropy(out, np.array([1]))
+    z = np.array([0.0, -2.0, -10.0])
+    np.testing.assert_allclose(float(loss), -(z[1] - np.log(np.exp(z).sum())), rtol=1e-14)
+    assert np.all(np.isfinite(d))
+
+
+def test_conv_refuses_a_stride_of_zero():
+    from dsatgo_np import conv
+    with pytest.raises(ValueError, match="integer stride >= 1"):
+        conv.conv2d_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), None, stride=0, padding=1)
+
+
+def test_adam_state_keeps_the_parameters_dtype():
+    p = Parameter(np.ones(3, np.float32))
+    opt = optim.Adam([p], lr=0.1)
+    opt.load_state_dict({"t": 2, "m.0": np.ones(3), "v.0": np.ones(3)})    # float64 on disk
+    assert opt.m[0].dtype == np.float32 and opt.v[0].dtype == np.float32
+
+
+def test_no_mallopt_and_no_affinity_fall_back(monkeypatch):
+    """A libc without mallopt (musl) leaves malloc alone; without sched_getaffinity (not Linux)
+    the thread count is the CPU count."""
+    from dsatgo_np.fast import allocator, parallel
+
+    def no_libc(name):
+        raise OSError("no such library")
+    monkeypatch.setattr(allocator.ctypes, "CDLL", no_libc)
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    monkeypatch.delenv("DSATGO_MALLOC", raising=False)
+    assert allocator.keep_freed_memory() is False
+    monkeypatch.delenv("DSATGO_THREADS", raising=False)
+    monkeypatch.delattr(parallel.os, "sched_getaffinity", raising=False)
+    for cpus, expected in ((1, 1), (None, 1), (6, 6)):
+        monkeypatch.setattr(parallel.os, "cpu_count", lambda cpus=cpus: cpus)
+        assert parallel._default_threads() == expected
+
+
+def test_an_optimiser_without_parameters_names_the_fix():
+    with pytest.raises(ValueError, match=r"^SGD got no parameters to optimise: pass "
+                                         r"net.parameters\(\) of a network that has some$"):
+        optim.SGD([], lr=0.1)

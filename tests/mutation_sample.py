@@ -62,6 +62,11 @@ EQUIVALENT: dict[str, str] = {
         "record = None for False: both are false where it is read",
     "dsatgo_np.neuron.x_replay_rule__mutmut_3":
         "nan = None: recorded as asarray(None, dtype), NaN in NumPy and the CuPy stand-in",
+    "dsatgo_np.fast.parallel.x_split__mutmut_31":
+        "one more bound, equal to n: the empty run (n, n) it adds is dropped by hi > lo",
+    "dsatgo_np.threshold.x_estimated_threshold__mutmut_4":
+        "get_xp(None) is NumPy, and np.sqrt on a CuPy (or stand-in) array dispatches to its "
+        "own module through __array_ufunc__",
     "dsatgo_np.fast.neuron.x_lif_backward__mutmut_73":
         "out= dropped: dS~ lands in a new array instead of a reused buffer; same values",
     "dsatgo_np.fast.parallel.x_split__mutmut_8":

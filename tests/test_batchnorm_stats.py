@@ -127,3 +127,10 @@ def test_eps_option_and_channel_check():
     np.testing.assert_allclose(bn.forward(x)[0, :, 0], np.array([-1, 1]) / np.sqrt(1.5), rtol=1e-14)
     with pytest.raises(ValueError, match=r"BatchNorm over 3 channels got input of shape \(2, 4, 5\)"):
         BatchNorm(3).forward(np.ones((2, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("kw, name", [(dict(momentum=1.5), "momentum=1.5"), (dict(eps=0.0), "eps=0.0"),
+                                      (dict(scale=float("inf")), "scale=inf")])
+def test_bad_options_are_named(kw, name):
+    with pytest.raises(ValueError, match=rf"^BatchNorm: {name} is out of range"):
+        BatchNorm(2, **kw)

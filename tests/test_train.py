@@ -206,19 +206,24 @@ def test_model_exchange_commands_dispatch_by_suffix(monkeypatch, capsys, argv, m
     assert f"dsatgo_np.interop.{missing}" in err and "Traceback" not in err
 
 
-def test_evaluate_a_nir_file_through_its_loader(tmp_path, monkeypatch, capsys):
+def trained_net_as_nir_file(tmp_path, monkeypatch):
+    """A small trained network, and a .nir path whose loader (stubbed) returns it."""
     import sys
     import types
-    cfg = small(tmp_path, epochs=1)
-    summary = train.fit(cfg, verbose=False)
     from dsatgo_np import checkpoint
+    summary = train.fit(small(tmp_path, epochs=1), verbose=False)
     net = checkpoint.load(summary["run"])
     mod = types.ModuleType("dsatgo_np.interop.nirgraph")
     mod.load_file = lambda path: net
     monkeypatch.setitem(sys.modules, "dsatgo_np.interop.nirgraph", mod)
     path = tmp_path / "m.nir"
     path.write_bytes(b"")
-    assert train.main(["evaluate", str(path), "--dataset", "digits"]) == 0
+    return summary, net, str(path)
+
+
+def test_evaluate_a_nir_file_through_its_loader(tmp_path, monkeypatch, capsys):
+    summary, _, path = trained_net_as_nir_file(tmp_path, monkeypatch)
+    assert train.main(["evaluate", path, "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert f"test accuracy {100 * summary['best_test_acc']:.2f} % on digits" in out
 
@@ -226,22 +231,12 @@ def test_evaluate_a_nir_file_through_its_loader(tmp_path, monkeypatch, capsys):
 def test_evaluate_a_nir_file_on_the_data_set_its_export_recorded(tmp_path, monkeypatch, capsys):
     """Without --dataset, the data set written by `export` decides; a file that names none
     is a clear exit 2, never a silent evaluation on MNIST."""
-    import sys
-    import types
-    cfg = small(tmp_path, epochs=1)
-    summary = train.fit(cfg, verbose=False)
-    from dsatgo_np import checkpoint
-    net = checkpoint.load(summary["run"])
-    mod = types.ModuleType("dsatgo_np.interop.nirgraph")
-    mod.load_file = lambda path: net
-    monkeypatch.setitem(sys.modules, "dsatgo_np.interop.nirgraph", mod)
-    path = tmp_path / "m.nir"
-    path.write_bytes(b"")
+    _, net, path = trained_net_as_nir_file(tmp_path, monkeypatch)
     net.metadata = {"dataset": "digits"}
-    assert train.main(["evaluate", str(path)]) == 0
+    assert train.main(["evaluate", path]) == 0
     assert "% on digits" in capsys.readouterr().out
     net.metadata = {}
-    assert train.main(["evaluate", str(path)]) == 2
+    assert train.main(["evaluate", path]) == 2
     assert "--dataset" in capsys.readouterr().err
 
 

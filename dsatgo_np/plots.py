@@ -284,6 +284,17 @@ def _per_batch(rows):
     return np.array(steps), np.array(loss), np.array(acc), ends
 
 
+def _per_batch_rates(rows):
+    """(steps, firing rates) of the batches whose diagnostics were recorded (the rows'
+    "batches": {"rate_step", "firing_rate"}, every diag_every batches); empty for older logs."""
+    steps, rates = [], []
+    for r in rows:
+        b = r.get("batches") or {}
+        steps += [int(v) for v in b.get("rate_step", [])]
+        rates += [float(v) for v in b.get("firing_rate", [])]
+    return np.array(steps), np.array(rates)
+
+
 def _smooth(values, n: int):
     """Trailing mean over n points (fewer at the start), NaN-free input; same length."""
     c = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
@@ -350,6 +361,10 @@ def training_curves_figure(metrics_rows: list[dict]):
     axes[1].set_ylabel("accuracy (%)")
     axes[1].set_title("Accuracy")
     if has_rate:
+        rate_steps, rates = _per_batch_rates(metrics_rows) if batches is not None else ([], [])
+        if len(rates):
+            _batch_curve(axes[2], rate_steps, np.array(_percent(rates)),
+                         "mean over layers, recorded batches", 0)
         epoch_points(axes[2], "firing_rate", "mean over layers, epoch", 2, percent=True)
         axes[2].axhline(100 * THEOREM1_RATE, color="k", ls="--", lw=1, label="Theorem 1 (15.87 %)")
         axes[2].set_ylabel("firing rate (%)")

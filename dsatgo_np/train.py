@@ -507,7 +507,9 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
                     log["loss"].append(loss)
                     log["accuracy"].append(correct / len(yb))
                 if i % cfg.diag_every == 0:
-                    rec.update(net)
+                    batch_rate = diagnostics.network_means(rec.update(net))["firing_rate"]
+                    log.setdefault("rate_step", []).append(epoch * steps + i + 1)
+                    log.setdefault("firing_rate", []).append(batch_rate)
                     fr = rec.means()["firing_rate"]
                 bar.set_postfix(loss=f"{pos['loss_sum'] / pos['seen']:.3f}",
                                 acc=f"{pos['correct'] / pos['seen']:.3f}", fr=f"{fr:.3f}",

@@ -255,6 +255,11 @@ def test_epoch_rows_carry_per_batch_loss_and_accuracy(tmp_path):
         sizes = [50] * (steps - 1) + [1437 - 50 * (steps - 1)]
         mean = sum(s * loss for s, loss in zip(sizes, b["loss"])) / 1437
         assert abs(mean - row["train_loss"]) < 1e-12 * steps
+        # the firing rate of every diag_every-th batch (10 by default), whose running mean
+        # over the epoch is the row's firing_rate (batches weigh by their size)
+        assert b["rate_step"] == list(range(epoch * steps + 1, (epoch + 1) * steps + 1, 10))
+        assert all(0 < r < 1 for r in b["firing_rate"])
+        assert min(b["firing_rate"]) <= row["firing_rate"] <= max(b["firing_rate"])
         correct = sum(s * a for s, a in zip(sizes, b["accuracy"]))
         assert abs(correct - row["train_acc"] * 1437) < 1e-9
 

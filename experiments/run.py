@@ -121,7 +121,7 @@ def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None):
         if finished(cfg.out, cfg.epochs):
             print(f"{exp}/{label}-s{seed}: done already")
             continue
-        lock = claim(cfg.out)
+        lock = mismatch.claim(cfg.out)    # one claim file for both runners
         if lock is None:
             print(f"{exp}/{label}-s{seed}: another runner has it, skipped")
             continue
@@ -141,17 +141,6 @@ def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None):
                            blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "default"),
                            config=dataclasses.asdict(cfg)), f, indent=2)
     return 0
-
-
-def claim(folder):
-    """Create folder/.running exclusively, so that two runners never train the same run."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, ".running")
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return None
-    return path
 
 
 def main(argv=None):

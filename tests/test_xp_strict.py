@@ -17,6 +17,7 @@ import pytest
 import dsatgo_np as dn
 from dsatgo_np import backend, kernels, neuron, xp_strict as xs
 from dsatgo_np.checkpoint import read_checkpoint
+from tiny_models import build  # noqa: E402
 
 pytestmark = pytest.mark.xp_strict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,18 +142,6 @@ def test_module_to_strict_moves_every_parameter_and_buffer_and_back():
 
 
 # --- the engine under the stand-in: equal to NumPy --------------------------------------------
-
-def build(name, method, neuron_kind="lif", seed=1):
-    kw = dict(T=3, method=method, neuron=neuron_kind, seed=seed)
-    if name == "mlp":
-        return dn.models.mlp([12, 10, 8, 3], **kw), (12,)
-    if name == "cnn":
-        return dn.models.cnn((1, 8, 8), (3, 4), 3, **kw), (1, 8, 8)
-    if name == "vgg":
-        return dn.models.vgg((2, 4, 4), (3, "P", 4), 3, hidden=(5,), pool="max", **kw), (2, 4, 4)
-    net = dn.models.sew_resnet((2, 8, 8), 3, blocks=(1, 1), channels=(3, 5), head=6, **kw)
-    return net, (2, 8, 8)
-
 
 def run_step(net, x, y, xp):
     """forward (train), loss, backward with dx, then an eval forward; everything to the host."""

@@ -12,4 +12,4 @@ def each_kernel_set(request):
     try:
         yield request.param
     finally:
-        kernels.set_kernels(saved if saved != "auto" else "auto")
+        kernels.set_kernels(saved)

@@ -253,6 +253,20 @@ def test_batchnorm_eval_and_linear_fast_match_plain(dtype):
         np.testing.assert_allclose(g2[k], g1[k], rtol=0, atol=8 * np.finfo(dtype).eps * 7 * 4)
 
 
+def test_every_table_holds_every_kernel_the_model_calls():
+    """kernels.NAMES lists what model.py calls through a table (every name it uses is there);
+    the fast table takes each from dsatgo_np/fast/, the plain one none."""
+    import re
+
+    from dsatgo_np import model
+    called = set(re.findall(r"(?:K|self\.kernels)\.(\w+)\(", open(model.__file__).read()))
+    assert called <= set(kernels.NAMES), called - set(kernels.NAMES)
+    fast = kernels._fast()
+    for name in kernels.NAMES:
+        assert getattr(fast, name).__module__.startswith("dsatgo_np.fast."), name
+        assert not getattr(kernels.PLAIN, name).__module__.startswith("dsatgo_np.fast"), name
+
+
 def test_the_kernel_table_follows_the_array_module_and_the_forced_choice(monkeypatch):
     assert kernels.for_module(np).name == ("plain" if kernels.current() == "plain" else "fast")
     saved = kernels.current()

@@ -2,7 +2,7 @@
 
 This is the plain statement of the neuron that every kernel set is tested against:
 whole-array NumPy/CuPy code, one line per equation. (dsatgo_np/fast/neuron.py runs the same
-loops faster on a CPU; dsatgo_np/gpu.py fuses them into CUDA kernels.)
+loops faster on a CPU; dsatgo_np/gpu/neuron.py fuses them into CUDA kernels.)
 
 Recurrence (docs/METHOD.md section 2), for t = 0 .. T-1 with V[-1] = 0:
 
@@ -25,9 +25,10 @@ Backward (DERIVATIONS.md section 3), with dV[T-1] = 0 and g[t] = window(H[t], th
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 
 from .backend import get_xp
@@ -82,16 +83,51 @@ class SpikeConfig:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum <= 1):
             raise ValueError(f"momentum must lie in [0, 1], got {self.momentum!r}")
+        for name, default, used_by, who in _APPLIES:
+            value = getattr(self, name)
+            if value != default and not used_by(self.method, self.threshold):
+                where = (f" with threshold={self.threshold!r}"
+                         if self.method in _ADAPTIVE and name != "threshold" else "")
+                raise ValueError(f"{name}={value!r} does nothing for method {self.method!r}"
+                                 f"{where}: only {who} uses it; leave it at {default!r} or "
+                                 "pick such a method")
 
     @property
     def adaptive(self) -> bool:
         """Forward threshold from membrane statistics (AT)."""
-        return self.method in ("at", "ds-atgo")
+        return self.method in _ADAPTIVE
 
     @property
     def dynamic(self) -> bool:
         """Surrogate width from membrane statistics (TGO)."""
-        return self.method in ("tgo", "ds-atgo")
+        return self.method in _DYNAMIC
+
+
+_ADAPTIVE, _DYNAMIC = ("at", "ds-atgo"), ("tgo", "ds-atgo")
+
+
+def _measured_theta(method: str, threshold: str) -> bool:
+    return method in _ADAPTIVE and threshold == "measured"
+
+
+# Options that change nothing for some methods, refused there with a non-default value:
+# (option, its default, whether (method, threshold) uses it, what uses it).
+_APPLIES = (
+    ("width", "threshold", lambda m, th: m in _DYNAMIC,
+     "a method with the dynamic surrogate width (tgo, ds-atgo)"),
+    ("threshold", "measured", lambda m, th: m in _ADAPTIVE,
+     "a method with the adaptive threshold (at, ds-atgo)"),
+    ("running", True, _measured_theta,
+     "the measured threshold of an adaptive method (at, ds-atgo)"),
+    ("momentum", 0.1, _measured_theta,
+     "the measured threshold of an adaptive method (at, ds-atgo)"),
+    ("threshold_grad", False, _measured_theta,
+     "the measured threshold of an adaptive method (at, ds-atgo)"),
+    ("f_c", 1.0, lambda m, th: m in _ADAPTIVE + _DYNAMIC,
+     "a method that measures the membrane potential (at, tgo, ds-atgo)"),
+    ("k0", 1.0, lambda m, th: m != "mpd-agl",
+     "a method with a surrogate width of its own (all but mpd-agl, whose width follows g)"),
+)
 
 
 class Step(NamedTuple):
@@ -102,64 +138,151 @@ class Step(NamedTuple):
     sigma: object   # () std of H[t], ddof = 1
 
 
-def make_rule(cfg: SpikeConfig, lam, training: bool, running=None, g=None) -> Callable:
-    """The per-step threshold rule of cfg.method: rule(h, t) -> Step(theta, k, mu, sigma).
+class Rule:
+    """theta[t] and k[t] of one spiking layer for one forward pass: rule(h, t) -> Step.
 
-    rule.measures says whether it uses the statistics of h; a caller that has them already
-    (the fast kernels take them while writing H[t]) passes them as rule(h, t, (mu, sigma)).
-    rule.theta_depends_on_h says whether theta = f_c (mu + sigma) of this very h, the only
-    case in which threshold_grad has a term to add.
+    Where each comes from is declared once, here, and every kernel set reads the same
+    declaration (docs/METHOD.md sections 3-5):
 
-    lam:     decay (0-d array): sets the array module and dtype of every constant below
+        theta_from  "fixed" (v_th), "estimated", "running" (R[t], eval mode) or "measured"
+                    (f_c (mu + sigma) of this very H[t])
+        width_from  "k0", "mpd-agl" or "dynamic" (k0 (1 + tanh(z - v_th)), Eq. 7)
+        z_from      what a dynamic width reads: "theta", "sigma" (width="std") or "measured"
+                    (f_c (mu + sigma), TGO without AT); None for the other widths
+        measures    whether the rule needs mu[t], sigma[t] of H[t]
+        theta_depends_on_h   theta is f_c (mu + sigma) of H[t]: the only case in which
+                    threshold_grad has a term to add
+
+    A caller that has the statistics already passes them: rule(h, t, (mu, sigma)).
+    """
+
+    def __init__(self, cfg: SpikeConfig, lam, training: bool, running=None, g=None):
+        if cfg.method == "mpd-agl" and g is None:
+            raise ValueError("method 'mpd-agl' needs g, the mean scale of the preceding "
+                             "BatchNorm")
+        use_running = cfg.adaptive and not training and cfg.running and \
+            cfg.threshold == "measured"
+        if use_running and running is None:
+            raise ValueError("eval mode with running thresholds needs the running array")
+        self.cfg, self.lam, self.running, self.g = cfg, lam, running, g
+        if not cfg.adaptive:
+            self.theta_from = "fixed"
+        elif cfg.threshold == "estimated":
+            self.theta_from = "estimated"
+        else:
+            self.theta_from = "running" if use_running else "measured"
+        if cfg.method == "mpd-agl":
+            self.width_from, self.z_from = "mpd-agl", None
+        elif cfg.dynamic:
+            # z is the adaptive threshold itself (Eq. 7); without AT it is still measured.
+            self.width_from = "dynamic"
+            self.z_from = ("sigma" if cfg.width == "std" else
+                           "theta" if cfg.adaptive else "measured")
+        else:
+            self.width_from, self.z_from = "k0", None
+        self.theta_depends_on_h = self.theta_from == "measured"
+        self.measures = self.theta_depends_on_h or self.width_from == "dynamic"
+
+    # Device scalars made once per forward at their first use, not at every step (each is a
+    # host-to-device copy or a launch on a GPU).
+    @functools.cached_property
+    def _nan(self):
+        return get_xp(self.lam).asarray(float("nan"), dtype=self.lam.dtype)
+
+    @functools.cached_property
+    def _fixed(self):
+        return get_xp(self.lam).asarray(self.cfg.v_th, dtype=self.lam.dtype)
+
+    @functools.cached_property
+    def _k0(self):
+        return get_xp(self.lam).asarray(self.cfg.k0, dtype=self.lam.dtype)
+
+    @functools.cached_property
+    def _estimated(self):
+        return estimated_threshold(self.lam, self.cfg.f_c, self.cfg.v_th).astype(self.lam.dtype)
+
+    def __call__(self, h, t: int, stats=None) -> Step:
+        cfg = self.cfg
+        mu, sigma = ((layer_stats(h) if stats is None else stats) if self.measures
+                     else (self._nan, self._nan))
+        theta = self.theta_at(t)
+        if theta is None:
+            theta = adaptive_threshold(mu, sigma, cfg.f_c)
+        k = self.width_at(t)
+        if k is None:
+            z = {"theta": theta, "sigma": sigma}.get(self.z_from)
+            k = dynamic_width(adaptive_threshold(mu, sigma, cfg.f_c) if z is None else z,
+                              cfg.k0, cfg.v_th)
+        return Step(theta, k, mu, sigma)
+
+    def theta_at(self, t: int):
+        """theta[t] when it is known without H[t] (0-d array); None when it is measured."""
+        if self.theta_from == "fixed":
+            return self._fixed
+        if self.theta_from == "estimated":
+            return self._estimated
+        return self.running[t] if self.theta_from == "running" else None
+
+    def width_at(self, t: int):
+        """k[t] when it is known without H[t] (0-d array); None for a dynamic width."""
+        if self.width_from == "k0":
+            return self._k0
+        if self.width_from == "mpd-agl":
+            xp = get_xp(self.lam)
+            return xp.asarray(mpd_agl_width(t, self.lam, self.g, self.cfg.v_th),
+                              dtype=self.lam.dtype)
+        return None
+
+
+    def known_steps(self, T: int):
+        """(theta, k) for all T steps as (T,) arrays, each None where it is measured from H."""
+        xp, dtype = get_xp(self.lam), self.lam.dtype
+        theta = {"fixed": lambda: xp.full(T, self.cfg.v_th, dtype=dtype),
+                 "estimated": lambda: xp.broadcast_to(self._estimated, (T,)),
+                 "running": lambda: self.running}.get(self.theta_from, lambda: None)()
+        k = {"k0": lambda: xp.full(T, self.cfg.k0, dtype=dtype),
+             "mpd-agl": lambda: xp.stack([self.width_at(t) for t in range(T)])
+             }.get(self.width_from, lambda: None)()
+        return theta, k
+
+
+def make_rule(cfg: SpikeConfig, lam, training: bool, running=None, g=None) -> Rule:
+    """The per-step threshold rule of cfg.method (a Rule).
+
+    lam:     decay (0-d array): sets the array module and dtype of every constant
     running: (T,) running thresholds, used by AT methods in eval mode when cfg.running
     g:       mean scale of the preceding BatchNorm (MPD-AGL only)
     """
-    if cfg.method == "mpd-agl" and g is None:
-        raise ValueError("method 'mpd-agl' needs g, the mean scale of the preceding BatchNorm")
-    use_running = cfg.adaptive and not training and cfg.running and cfg.threshold == "measured"
-    if use_running and running is None:
-        raise ValueError("eval mode with running thresholds needs the running array")
-    xp, dtype = get_xp(lam), lam.dtype
-    # Device scalars made once per forward, not at every step (each is a host-to-device copy).
-    nan = xp.asarray(float("nan"), dtype=dtype)
-    fixed = xp.asarray(cfg.v_th, dtype=dtype)
-    k0 = xp.asarray(cfg.k0, dtype=dtype)
-    estimated = estimated_threshold(lam, cfg.f_c, cfg.v_th).astype(dtype)
-    theta_from_h = cfg.adaptive and cfg.threshold == "measured" and not use_running
-    measure = cfg.dynamic or theta_from_h
-
-    def rule(h, t: int, stats=None) -> Step:
-        mu, sigma = (layer_stats(h) if stats is None else stats) if measure else (nan, nan)
-        if not cfg.adaptive:
-            theta = fixed
-        elif cfg.threshold == "estimated":
-            theta = estimated
-        elif use_running:
-            theta = running[t]
-        else:
-            theta = adaptive_threshold(mu, sigma, cfg.f_c)
-        if cfg.method == "mpd-agl":
-            k = xp.asarray(mpd_agl_width(t, lam, g, cfg.v_th), dtype=dtype)
-        elif cfg.dynamic:
-            # z is the adaptive threshold itself (Eq. 7); without AT it is still measured.
-            z = theta if cfg.adaptive else adaptive_threshold(mu, sigma, cfg.f_c)
-            if cfg.width == "std":
-                z = sigma
-            k = dynamic_width(z, cfg.k0, cfg.v_th)
-        else:
-            k = k0
-        return Step(theta, k, mu, sigma)
-
-    rule.measures = measure
-    rule.theta_depends_on_h = theta_from_h
-    return rule
+    return Rule(cfg, lam, training, running, g)
 
 
-def replay_rule(theta, k) -> Callable:
-    """A rule that returns recorded thresholds and widths: holds them fixed for gradient checks."""
-    xp = get_xp(theta)
-    nan = xp.asarray(float("nan"), dtype=theta.dtype)
-    return lambda h, t, stats=None: Step(theta[t], k[t], nan, nan)
+class Replay(Rule):
+    """A rule that returns recorded thresholds and widths: holds them fixed for gradient
+    checks. theta, k: (T,) arrays."""
+
+    def __init__(self, theta, k):
+        xp = get_xp(theta)
+        self.theta, self.k = theta, k
+        self.theta_from, self.width_from, self.z_from = "replayed", "replayed", None
+        self.measures = self.theta_depends_on_h = False
+        self._nan = xp.asarray(float("nan"), dtype=theta.dtype)
+
+    def __call__(self, h, t: int, stats=None) -> Step:
+        return Step(self.theta[t], self.k[t], self._nan, self._nan)
+
+    def theta_at(self, t: int):
+        return self.theta[t]
+
+    def width_at(self, t: int):
+        return self.k[t]
+
+    def known_steps(self, T: int):
+        return self.theta, self.k
+
+
+def replay_rule(theta, k) -> Replay:
+    """A rule that returns recorded thresholds and widths (Replay)."""
+    return Replay(theta, k)
 
 
 class LIFCache(NamedTuple):
@@ -181,7 +304,7 @@ class LIFCache(NamedTuple):
         return self.H * (1 - self.S)
 
 
-def lif_step_forward(x, v_prev, lam, rule: Callable, t: int, smooth: bool = False):
+def lif_step_forward(x, v_prev, lam, rule: Rule, t: int, smooth: bool = False):
     """One step: (S[t], V[t], H[t], Step) from X[t] [B, ...] and V[t-1] [B, ...]."""
     h = lam * v_prev + x                                   # charge
     step = rule(h, t)                                      # theta[t], k[t]: constants
@@ -196,7 +319,7 @@ def stack_steps(steps, xp, dtype):
                  for f in Step._fields)
 
 
-def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool = False,
+def lif_forward(X, lam, rule: Rule, smooth: bool = False, detach_reset: bool = False,
                 threshold_grad: bool = False, f_c: float = 1.0):
     """Run the neuron over time. X: [T, B, ...] input currents -> (S [T, B, ...], LIFCache).
 

@@ -44,9 +44,13 @@ def estimated_threshold(lam, f_c: float = 1.0, v_th: float = 1.0):
     return f_c * xp.sqrt(1 + lam * lam) * v_th
 
 
-def update_running(running, theta, momentum: float = 0.1):
-    """R <- (1 - m) R + m theta, elementwise over the T steps; returns a new array."""
-    return (1 - momentum) * running + momentum * theta
+def update_running(running, value, momentum: float = 0.1, factor: float | None = None):
+    """R <- (1 - m) R + m value, elementwise (over the T steps of the running thresholds);
+    returns a new array. BatchNorm's running variance passes factor = M / (M - 1), the
+    unbiased correction: R <- (1 - m) R + m value factor."""
+    if factor is None:
+        return (1 - momentum) * running + momentum * value
+    return (1 - momentum) * running + momentum * value * factor
 
 
 def threshold_vjp(dtheta, h, mu, sigma, f_c: float = 1.0):
@@ -56,6 +60,11 @@ def threshold_vjp(dtheta, h, mu, sigma, f_c: float = 1.0):
         dsigma/dH_i = (H_i - mu) / ((N - 1) sigma)      (ddof = 1)
 
     so dL/dH_i = dL/dtheta * f_c * (1/N + (H_i - mu) / ((N - 1) sigma)).
+
+    A constant H[t] (sigma = 0) has no derivative of its std: there the sigma term is taken
+    as 0 (the std's subgradient at a constant), leaving the mean's 1/N, never inf or NaN.
     """
+    xp = get_xp(h)
     n = h.size
-    return dtheta * f_c * (1.0 / n + (h - mu) / ((n - 1) * sigma))
+    spread = (h - mu) / ((n - 1) * xp.where(sigma > 0, sigma, 1))
+    return dtheta * f_c * (1.0 / n + xp.where(sigma > 0, spread, 0))

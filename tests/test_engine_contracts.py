@@ -322,3 +322,26 @@ def test_an_optimiser_without_parameters_names_the_fix():
     with pytest.raises(ValueError, match=r"^SGD got no parameters to optimise: pass "
                                          r"net.parameters\(\) of a network that has some$"):
         optim.SGD([], lr=0.1)
+
+
+def test_threshold_vjp_of_a_constant_layer_is_the_means_term_only():
+    """sigma = 0 (every H[t] equal): the std has no derivative there; its term is 0, the
+    mean's 1/N stays, and nothing is inf or NaN, also through the neuron's backward."""
+    from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
+    from dsatgo_np.threshold import layer_stats, threshold_vjp
+    h = np.full((4, 5), 0.75)                                   # sums exact: sigma is 0
+    mu, sigma = layer_stats(h)
+    assert sigma == 0
+    got = threshold_vjp(np.asarray(-2.0), h, mu, sigma, f_c=1.5)
+    np.testing.assert_array_equal(got, np.full(h.shape, -2.0 * 1.5 * (1 / h.size)))
+    spread = np.arange(20.0).reshape(4, 5)                     # sigma > 0: the full formula
+    mu, sigma = layer_stats(spread)
+    want = -2.0 * 1.5 * (1 / 20 + (spread - mu) / (19 * sigma))
+    np.testing.assert_allclose(threshold_vjp(np.asarray(-2.0), spread, mu, sigma, 1.5), want,
+                               rtol=1e-15, atol=1e-15)
+    lam = np.asarray(0.3)
+    X = np.full((3, 4, 6), 0.5)                                 # every H[t] constant
+    rule = make_rule(SpikeConfig(method="ds-atgo", threshold_grad=True), lam, True)
+    _, cache = lif_forward(X, lam, rule, smooth=True, threshold_grad=True)
+    dX, _ = lif_backward(np.ones_like(X), cache)
+    assert np.isfinite(dX).all()

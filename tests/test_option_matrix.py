@@ -1,19 +1,18 @@
-"""Every combination of the spiking options the command line accepts, checked end to end.
+"""Every combination of the spiking options that changes what a network computes, checked end
+to end.
 
-The matrix method x neuron x width x threshold x threshold_grad x detach_reset (160 cells)
-is enumerated by pytest, so every cell runs on every test run; within a cell, hypothesis
-draws the sizes and the arrays (input, first weight, labels), so a failure shrinks.
-
-A cell is either refused when the network is built (listed in REFUSED with the error it
-raises) or its whole backward matches float64 central differences of its forward: a small
+The full product method x neuron x width x threshold x threshold_grad x detach_reset has 160
+cells; a width, threshold or threshold_grad that a method does not read is refused when the
+network is built (neuron.SpikeConfig), which leaves the 52 cells in CELLS: each one's whole
+backward matches float64 central differences of its forward (pytest enumerates them; within a
+cell hypothesis draws the sizes and the arrays, so a failure shrinks). The network: a small
 MLP Flatten -> Linear -> tdBN -> spiking neuron -> Linear readout, in smooth mode (the
 window's primitive fires instead of the step, DERIVATIONS.md section 2). The quantities the
 method treats as constants of the backward are held at their recorded values in the
 finite-difference forward:
 - the surrogate width k[t] always;
 - the threshold theta[t], except where threshold_grad makes it a function of H[t]: an
-  adaptive method (at, ds-atgo) with the measured threshold. The estimated threshold
-  f_c sqrt(1 + lam^2) V_th does not depend on H, so threshold_grad adds nothing there.
+  adaptive method (at, ds-atgo) with the measured threshold.
 """
 from __future__ import annotations
 
@@ -38,9 +37,20 @@ from strategies import FEW, away_from_kinks, labels, spread_array
 pytestmark = pytest.mark.usefixtures("each_kernel_set")
 
 NEURONS = ("lif", "plif")
-CELLS = list(itertools.product(METHODS, NEURONS, WIDTHS, THRESHOLDS, (False, True), (False, True)))
-# Cells the library refuses at construction: cell -> regex of the ValueError's message.
-REFUSED: dict[tuple, str] = {}
+PRODUCT = list(itertools.product(METHODS, NEURONS, WIDTHS, THRESHOLDS, (False, True),
+                                 (False, True)))
+
+
+def applies(cell) -> bool:
+    """Does every option of the cell change what its method computes?"""
+    method, _, width, threshold, tgrad, _ = cell
+    adaptive, dynamic = method in ("at", "ds-atgo"), method in ("tgo", "ds-atgo")
+    return ((width == "threshold" or dynamic) and (threshold == "measured" or adaptive)
+            and (not tgrad or (adaptive and threshold == "measured")))
+
+
+CELLS = [c for c in PRODUCT if applies(c)]
+REFUSED = [c for c in PRODUCT if not applies(c)]
 
 N_IN, HIDDEN, CLASSES = 3, 4, 2
 
@@ -55,7 +65,8 @@ def build(cell, T, seed):
     method, neuron, width, threshold, tgrad, detach = cell
     return dn.models.mlp([N_IN, HIDDEN, CLASSES], T=T, method=method, neuron=neuron, width=width,
                          threshold=threshold, threshold_grad=tgrad, detach_reset=detach,
-                         dtype="float64", seed=seed, smooth=True, k0=2.0)
+                         dtype="float64", seed=seed, smooth=True,
+                         **({} if method == "mpd-agl" else {"k0": 2.0}))
 
 
 def theta_is_live(cell) -> bool:
@@ -83,11 +94,8 @@ def constants_held(net, live_theta: bool, detach_reset: bool):
 
             def held_k(*args, **kwargs):
                 rule = make_rule(*args, **kwargs)
-
-                def replay_k(h, t, stats=None):
-                    return rule(h, t, stats)._replace(k=k[t])
-                replay_k.__dict__.update(rule.__dict__)     # what the rule says of itself
-                return replay_k
+                rule.width_at = lambda t: k[t]           # a width known before the pass
+                return rule
             stack.enter_context(mock.patch.object(dn.model, "make_rule", held_k))
         else:                                   # replay both: the model's own mechanism
             layer.frozen = (theta, k)
@@ -174,33 +182,27 @@ def check_cell(cell, T, static, x, w, y):
 @FEW
 @given(case=cases())
 def test_option_cell(cell, case):
-    if cell in REFUSED:
-        with pytest.raises(ValueError, match=REFUSED[cell]):
-            build(cell, case[0], seed=0)
-        return
     check_cell(cell, *case)
 
 
+@pytest.mark.parametrize("cell", REFUSED, ids=cell_id)
+def test_an_option_the_method_does_not_read_is_refused(cell):
+    method, _, width, threshold, tgrad, _ = cell
+    adaptive, dynamic = method in ("at", "ds-atgo"), method in ("tgo", "ds-atgo")
+    name, value = next((n, v) for n, v, unread in (
+        ("width", width, width != "threshold" and not dynamic),
+        ("threshold", threshold, threshold != "measured" and not adaptive),
+        ("threshold_grad", tgrad, True)) if unread)         # the first option refused
+    with pytest.raises(ValueError, match=f"{name}={value!r} does nothing for method "
+                                         f"'{method}'.*leave it at"):
+        build(cell, 2, seed=0)
+
+
 def test_matrix_is_complete():
-    """The matrix spans every value each option accepts (a new option value must join it)."""
-    assert len(CELLS) == len(set(CELLS)) == 5 * 2 * 2 * 2 * 2 * 2
+    """The product spans every value each option accepts (a new option value must join it),
+    and the cells that differ are the 52 of the methods' options."""
+    assert len(PRODUCT) == len(set(PRODUCT)) == 5 * 2 * 2 * 2 * 2 * 2
     assert {c[0] for c in CELLS} == set(dn.METHODS)
-    assert set(REFUSED) <= set(CELLS)
-
-
-def test_estimated_threshold_with_threshold_grad_is_the_plain_gradient():
-    """threshold_grad adds nothing when theta does not depend on H: the gradients of an
-    estimated-threshold network are the same with and without it, for both adaptive methods."""
-    x = np.random.default_rng(0).normal(size=(3, 5, N_IN))
-    y = np.array([0, 1, 1, 0, 1])
-    for method in ("at", "ds-atgo"):
-        grads = []
-        for tgrad in (False, True):
-            net = build((method, "plif", "threshold", "estimated", tgrad, False), 3, seed=1)
-            _, dout = dn.losses.cross_entropy(net.forward(x), y)
-            net.zero_grad()
-            dx = net.backward(dout, need_dx=True)
-            grads.append([dx] + [p.grad.copy() for p in net.parameters()])
-        for a, b in zip(*grads):
-            assert np.all(np.isfinite(b)), method
-            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15, err_msg=method)
+    per_method = {m: sum(c[0] == m for c in CELLS) // 4 for m in dn.METHODS}  # / neuron, detach
+    assert per_method == {"vanilla": 1, "at": 3, "tgo": 2, "ds-atgo": 6, "mpd-agl": 1}
+    assert len(CELLS) == 52 and len(REFUSED) == 108

@@ -108,7 +108,7 @@ def lif_forward(X, lam, rule: Callable, smooth: bool = False, detach_reset: bool
     T = X.shape[0]
     H, S = (np.empty(X.shape, dtype=X.dtype) for _ in range(2))
     x, h, s = (a.reshape(T, -1) for a in (X, H, S))              # (T, M): one row per step
-    measures = getattr(rule, "measures", False)
+    measures = rule.measures
     fused = measures and BLOCK % ROW == 0
     if fused:                                                     # row sums of H[t], (T, rows)
         rs, rss = (np.empty((T, h.shape[1] // ROW), dtype=X.dtype) for _ in range(2))

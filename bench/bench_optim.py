@@ -1,5 +1,5 @@
 """What SGD's chunked update buys: SGD.step (momentum 0.9) on a network's parameters, with
-pieces of optim.CHUNK values against one whole-array pass per operation, interleaved.
+pieces of fast.optim.CHUNK values against one whole-array pass per operation, interleaved.
 
     PYTHONPATH=. python bench/bench_optim.py [--nets mlp,cnn,cifar,sew] [--rounds 5] [--steps 50]
 
@@ -22,7 +22,7 @@ from nets import NETS, build_ours  # noqa: E402
 
 def main():
     import dsatgo_np as dn
-    from dsatgo_np import optim
+    from dsatgo_np.fast import optim
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nets", default="mlp,cnn,cifar,sew")
     p.add_argument("--rounds", type=int, default=5)

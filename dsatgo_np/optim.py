@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from . import kernels
 from .backend import get_xp
-
-
-CHUNK = 1 << 16    # values per piece of SGD's update (256 KiB of float32 per array)
+from .update import sgd_update  # noqa: F401  (the update's plain formula)
 
 
 def _check_options(name: str, params: list, lr, weight_decay, **ranges):
@@ -34,18 +31,6 @@ def _check_options(name: str, params: list, lr, weight_decay, **ranges):
             raise ValueError(f"{name}: {key} must be {what}, got {value!r}")
 
 
-def sgd_update(p, g, b, lr: float, momentum: float, weight_decay: float, nesterov: bool):
-    """One SGD step, in place, on arrays (or matching views): the formulas of SGD's docstring.
-    b is the momentum buffer (None without momentum)."""
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum:
-        b *= momentum
-        b += g
-        g = g + momentum * b if nesterov else b
-    p -= lr * g
-
-
 class SGD:
     """SGD with momentum and weight decay, as torch.optim.SGD (dampening 0).
 
@@ -54,10 +39,8 @@ class SGD:
         p = p - lr * (g + momentum * b if nesterov else b)
 
     The buffer starts at zero, so that the first step's b = momentum * 0 + g is g exactly.
-    On the CPU, step() runs sgd_update on pieces of CHUNK values, each piece's operations back
-    to back while it is in cache, instead of whole-array passes that each stream every
-    parameter, gradient and buffer from memory (`python bench/bench_optim.py`); the result
-    is the same, bit for bit (tests/test_optim.py).
+    Each parameter's update is the kernel table's sgd_update (kernels.py): sgd_update below,
+    or its faster CPU and GPU versions, tested equal bit for bit (tests/test_optim.py).
     """
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0,
@@ -73,16 +56,9 @@ class SGD:
     def step(self):
         options = (self.lr, self.momentum, self.weight_decay, self.nesterov)
         for i, p in enumerate(self.params):
-            xp = get_xp(p.data)
             if self.momentum and self.buffers[i] is None:
-                self.buffers[i] = xp.zeros_like(p.data)
-            arrays = (p.data, p.grad, self.buffers[i])
-            if xp is not np or not all(a is None or a.flags.c_contiguous for a in arrays):
-                sgd_update(*arrays, *options)                   # whole arrays
-                continue
-            flat = [None if a is None else a.reshape(-1) for a in arrays]   # views
-            for lo in range(0, p.data.size, CHUNK):
-                sgd_update(*(None if a is None else a[lo:lo + CHUNK] for a in flat), *options)
+                self.buffers[i] = get_xp(p.data).zeros_like(p.data)
+            kernels.of(p.data).sgd_update(p.data, p.grad, self.buffers[i], *options)
 
     def state_dict(self) -> dict:
         return {f"momentum.{i}": b for i, b in enumerate(self.buffers) if b is not None}

@@ -4,6 +4,7 @@ import pytest
 
 import dsatgo_np as dn
 from dsatgo_np import optim
+from dsatgo_np.fast import optim as fast_optim
 from dsatgo_np.model import Parameter
 
 
@@ -40,7 +41,7 @@ def test_sgd_follows_its_formulas(momentum, weight_decay, nesterov):
 def test_sgd_in_chunks_is_the_whole_array_update_bit_for_bit(monkeypatch, nesterov, weight_decay):
     results = []
     for chunk in (7, 1 << 30):                        # many pieces (with a partial one), one piece
-        monkeypatch.setattr(optim, "CHUNK", chunk)
+        monkeypatch.setattr(fast_optim, "CHUNK", chunk)
         rng = np.random.default_rng(1)
         ps = [Parameter(rng.normal(size=s).astype(np.float32)) for s in ((9, 10), (13,))]
         opt = optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)

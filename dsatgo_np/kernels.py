@@ -7,10 +7,11 @@ The model (model.py) never calls neuron.lif_forward, conv.conv2d_forward, ... di
             with whole arrays; runs on NumPy, CuPy and any module that behaves like them
     fast    the CPU speed layer for NumPy arrays (dsatgo_np/fast/): blocked loops, im2col,
             threads; the same contracts, tested equal to the plain kernels (tests/test_kernels.py)
-    gpu     the plain core with the LIF neuron fused into CUDA kernels (dsatgo_np/gpu.py),
-            for CuPy arrays
+    gpu     CUDA kernels for CuPy arrays (dsatgo_np/gpu/): the neuron with its statistics,
+            tdBN, convolution as matrix products, the SGD update; the rest is the plain core
 
-By default NumPy arrays get ``fast``, CuPy arrays ``gpu`` and any other module ``plain``.
+By default NumPy arrays get ``fast``, CuPy arrays ``gpu`` and any other module ``plain`` (the
+CuPy stand-in xp_strict gets ``gpu`` while a kernel compiler is installed in it, for tests).
 ``DSATGO_KERNELS=plain`` in the environment or ``set_kernels("plain")`` forces the plain core
 everywhere (to read along with the code, or to check a fast kernel against it);
 ``set_kernels("auto")`` goes back to the default.
@@ -22,12 +23,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import conv, layers, neuron, pooling
+from . import conv, layers, neuron, pooling, threshold, update
 from .backend import get_xp
 
-NAMES = ("lif_forward", "lif_backward", "linear_forward", "linear_backward", "matmul",
-         "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_static", "batchnorm_eval",
-         "conv2d_forward", "conv2d_backward", "avgpool2d_forward", "avgpool2d_backward")
+NAMES = ("lif_forward", "lif_backward", "layer_stats", "linear_forward", "linear_backward",
+         "matmul", "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_static",
+         "batchnorm_eval", "conv2d_forward", "conv2d_backward", "avgpool2d_forward",
+         "avgpool2d_backward", "update_running", "sgd_update")
 CHOICES = ("auto", "plain", "fast")
 
 
@@ -38,6 +40,7 @@ def _matmul(a, b):
 PLAIN = SimpleNamespace(
     name="plain",
     lif_forward=neuron.lif_forward, lif_backward=neuron.lif_backward,
+    layer_stats=threshold.layer_stats,
     linear_forward=layers.linear_forward, linear_backward=layers.linear_backward,
     matmul=_matmul,
     batchnorm_forward=layers.batchnorm_forward, batchnorm_backward=layers.batchnorm_backward,
@@ -45,6 +48,7 @@ PLAIN = SimpleNamespace(
     batchnorm_eval=layers.batchnorm_eval,
     conv2d_forward=conv.conv2d_forward, conv2d_backward=conv.conv2d_backward,
     avgpool2d_forward=pooling.avgpool2d_forward, avgpool2d_backward=pooling.avgpool2d_backward,
+    update_running=threshold.update_running, sgd_update=update.sgd_update,
 )
 
 _tables = {"plain": PLAIN}
@@ -54,10 +58,11 @@ def _fast():
     """The CPU table, imported on first use (it starts threadpoolctl and a thread pool)."""
     if "fast" not in _tables:
         from .fast import conv as fconv, layers as flayers, neuron as fneuron
-        from .fast import parallel, pooling as fpooling
+        from .fast import optim as foptim, parallel, pooling as fpooling
         _tables["fast"] = SimpleNamespace(
             name="fast",
             lif_forward=fneuron.lif_forward, lif_backward=fneuron.lif_backward,
+            layer_stats=fneuron.fast_layer_stats,
             linear_forward=flayers.linear_forward, linear_backward=flayers.linear_backward,
             matmul=parallel.matmul,
             batchnorm_forward=flayers.batchnorm_forward,
@@ -66,18 +71,34 @@ def _fast():
             batchnorm_eval=flayers.batchnorm_eval,
             conv2d_forward=fconv.conv2d_forward, conv2d_backward=fconv.conv2d_backward,
             avgpool2d_forward=fpooling.avgpool2d_forward,
-            avgpool2d_backward=fpooling.avgpool2d_backward)
+            avgpool2d_backward=fpooling.avgpool2d_backward,
+            update_running=threshold.update_running,        # (T,) or (C,): nothing to gain
+            sgd_update=foptim.sgd_update)
     return _tables["fast"]
 
 
 def _gpu():
-    """The plain table with gpu.py's fused LIF kernels (compiled by CuPy on first call)."""
+    """The plain table with dsatgo_np/gpu/'s kernels (compiled on first call)."""
     if "gpu" not in _tables:
-        from . import gpu
-        _tables["gpu"] = SimpleNamespace(**{**vars(PLAIN), "name": "gpu",
-                                            "lif_forward": gpu.lif_forward,
-                                            "lif_backward": gpu.lif_backward})
+        from .gpu import conv as gconv, layers as glayers, neuron as gneuron, stats as gstats
+        _tables["gpu"] = SimpleNamespace(**{
+            **vars(PLAIN), "name": "gpu",
+            "lif_forward": gneuron.lif_forward, "lif_backward": gneuron.lif_backward,
+            "layer_stats": gstats.layer_stats,
+            "batchnorm_forward": glayers.batchnorm_forward,
+            "batchnorm_backward": glayers.batchnorm_backward,
+            "batchnorm_backward_static": glayers.batchnorm_backward_static,
+            "conv2d_forward": gconv.conv2d_forward, "conv2d_backward": gconv.conv2d_backward,
+            "update_running": glayers.update_running, "sgd_update": glayers.sgd_update})
     return _tables["gpu"]
+
+
+def _runs_cuda(xp) -> bool:
+    """CuPy, or the stand-in while a kernel compiler is installed in it (tests)."""
+    if getattr(xp, "__name__", "") == "cupy":
+        return True
+    runs = getattr(xp, "runs_cuda_kernels", None)
+    return bool(runs and runs())
 
 
 def _from_env() -> str:
@@ -111,8 +132,12 @@ def for_module(xp) -> SimpleNamespace:
         return PLAIN
     if xp is np:
         return _fast()
-    if getattr(xp, "__name__", "") == "cupy":
-        return _gpu()
+    if _runs_cuda(xp):
+        table = _gpu()
+        if getattr(xp, "__name__", "") == "cupy" and "tf32" not in _tables:
+            from .gpu import precision        # DSATGO_TF32=1: the opt-in, once per process
+            _tables["tf32"] = precision.tf32_from_env() and precision.set_tf32(True)
+        return table
     return PLAIN
 
 

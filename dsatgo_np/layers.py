@@ -130,10 +130,11 @@ def dropout_forward(x, p: float, rng):
 
     Sharing the mask over time keeps a dropped neuron silent for the whole sequence, as
     SNN libraries do; a fresh mask per step would act like input noise instead.
-    rng: a generator of x's array module (numpy's or cupy's default_rng), so that the mask
-    is drawn where x lives.
+    rng: a NumPy generator; the mask is drawn on the host and copied to x's array module, so
+    that a run draws the same masks on any device.
     """
-    keep = (rng.random(x.shape[1:]) >= p).astype(x.dtype) / (1.0 - p)   # (B, ...)
+    keep = (rng.random(x.shape[1:]) >= p).astype(x.dtype) / (1.0 - p)   # (B, ...) on the host
+    keep = get_xp(x).asarray(keep)
     return x * keep, keep
 
 

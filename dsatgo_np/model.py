@@ -19,7 +19,6 @@ from .backend import get_xp
 from .module import (Module, Parameter, _cache, _check_input, _check_size, _fold,  # noqa: F401
                      _kept, is_static)
 from .neuron import SpikeConfig, make_rule, replay_rule
-from .threshold import update_running
 
 
 # --- layers with parameters ----------------------------------------------------------------
@@ -173,8 +172,9 @@ class BatchNorm(Module):
         mean, var: the batch's (C,) statistics, var biased; m values per channel.
         """
         rm, rv, mom = self._buffers["running_mean"], self._buffers["running_var"], self.momentum
-        self._buffers["running_mean"] = (1 - mom) * rm + mom * mean
-        self._buffers["running_var"] = (1 - mom) * rv + mom * var * (m / max(m - 1, 1))
+        K = kernels.of(mean)
+        self._buffers["running_mean"] = K.update_running(rm, mean, mom)
+        self._buffers["running_var"] = K.update_running(rv, var, mom, m / max(m - 1, 1))
 
     def backward(self, dout, need_dx: bool = True):
         _cache(self)                          # raises if the forward ran in eval mode
@@ -253,12 +253,12 @@ class Spiking(Module):
             rule = make_rule(cfg, lam, self.training, self._buffers["running_threshold"], g)
         # threshold_grad has a term only where theta = f_c (mu + sigma) of this H: a fixed,
         # estimated, running or replayed threshold does not depend on H.
-        through_theta = cfg.threshold_grad and getattr(rule, "theta_depends_on_h", False)
+        through_theta = cfg.threshold_grad and rule.theta_depends_on_h
         self.kernels = kernels.of(x)
         S, cache = self.kernels.lif_forward(x, lam, rule, cfg.smooth, cfg.detach_reset,
                                             through_theta, cfg.f_c)
         if self.training and cfg.adaptive and cfg.threshold == "measured":
-            self._buffers["running_threshold"] = update_running(
+            self._buffers["running_threshold"] = self.kernels.update_running(
                 self._buffers["running_threshold"], cache.theta, cfg.momentum)
         self.cache = cache if (self.training or self.record) else None
         return S
@@ -334,23 +334,24 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    """Dropout with one mask per sample shared by all time steps; identity in eval mode."""
+    """Dropout with one mask per sample shared by all time steps; identity in eval mode.
+
+    The masks come from one NumPy generator seeded with `seed`, drawn on the host and copied
+    to x's device: the same masks on a CPU and a GPU, so that both run the same experiment.
+    """
 
     def __init__(self, p: float = 0.5, seed: int = 0):
         super().__init__()
         if not (isinstance(p, numbers.Real) and 0 <= p < 1):
             raise ValueError(f"dropout probability must lie in [0, 1), got {p!r}")
         self.p, self.seed, self.keep = p, seed, None
-        self.rngs = {}           # one generator per array module: masks are drawn where x lives
+        self.rng = np.random.default_rng(seed)
 
     def forward(self, x):
         self.keep = None
         if not self.training or self.p == 0:
             return x
-        xp = get_xp(x)
-        if xp.__name__ not in self.rngs:
-            self.rngs[xp.__name__] = xp.random.default_rng(self.seed)
-        out, self.keep = layers.dropout_forward(x, self.p, self.rngs[xp.__name__])
+        out, self.keep = layers.dropout_forward(x, self.p, self.rng)
         return out
 
     def backward(self, dout, need_dx: bool = True):

@@ -1,11 +1,16 @@
-"""Enough of cupy.ElementwiseKernel to run dsatgo_np/gpu.py's kernel bodies on the CPU.
+"""Enough of cupy.ElementwiseKernel to run dsatgo_np/gpu/'s kernel bodies on the CPU.
 
 Each kernel body is compiled as C++ by g++ and called once per index i, as CUDA would call it
 once per thread: raw parameters are flat-indexed pointers (CuPy's CArray on C-contiguous
-arrays), the others are element i of equally sized contiguous arrays, scalars are passed by
-value. -ffp-contract=off matches the kernels' --fmad=false, so every float operation rounds
-as on the GPU (IEEE, round to nearest). What it cannot check: NVRTC's own compile errors and
-the launch itself; tests/test_cupy.py does that on a GPU.
+arrays), the others are element i of equally sized contiguous arrays, held by reference as
+CuPy holds them (an output can be read before it is written), scalars are passed by value
+(a scalar for a ``T`` parameter is cast to T, as CuPy casts it). -ffp-contract=off matches the
+kernels' --fmad=false, so every float operation rounds as on the GPU (IEEE, round to nearest);
+the math library's tanh may differ from CUDA's by an ulp. What it cannot check: NVRTC's own
+compile errors and the launch itself; tests/test_cupy.py does that on a GPU.
+
+    with dsatgo_np.xp_strict.kernel_compiler(Compiler(build_dir)):   # the stand-in runs them
+        ...
 """
 from __future__ import annotations
 
@@ -13,13 +18,15 @@ import ctypes
 import hashlib
 import os
 import subprocess
-import types
 
 import numpy as np
 
-_C = {np.dtype("float32"): "float", np.dtype("float64"): "double"}
-_SCALARS = {"int32": ("int", ctypes.c_int32), "int64": ("long long", ctypes.c_int64),
-            "bool": ("bool", ctypes.c_bool)}
+_C = {np.dtype("float32"): "float", np.dtype("float64"): "double",
+      np.dtype("int32"): "int", np.dtype("int64"): "long long", np.dtype("bool"): "bool",
+      np.dtype("uint8"): "unsigned char"}
+_CTYPES = {np.dtype("float32"): ctypes.c_float, np.dtype("float64"): ctypes.c_double,
+           np.dtype("int32"): ctypes.c_int32, np.dtype("int64"): ctypes.c_int64,
+           np.dtype("bool"): ctypes.c_bool}
 
 
 def _parse(spec: str):
@@ -38,41 +45,40 @@ class ElementwiseKernel:
         self.body, self.name, self.preamble, self.build_dir = operation, name, preamble, build_dir
         self._compiled = {}
 
-    def _source(self, dtype):
-        params, raws, loads, decls, stores = [], [], [], [], []
-        for raw, typ, name in self.ins + self.outs:
-            if typ in _SCALARS:
-                params.append(f"{_SCALARS[typ][0]} {name}")
-                continue
-            c = "T" if typ == "T" else _C[np.dtype(typ)]
-            params.append(f"{c}* {name}_p")
-            if raw:
-                raws.append(f"Raw<{c}> {name}{{{name}_p}};")
-            elif (raw, typ, name) in self.ins:
-                loads.append(f"const {c} {name} = {name}_p[i];")
+    def _type(self, typ, dtype):
+        return "T" if typ == "T" else _C[np.dtype(typ)]
+
+    def _source(self, dtype, scalar):
+        params, lines = [], []
+        for (raw, typ, name), is_scalar in zip(self.ins + self.outs, scalar):
+            c = self._type(typ, dtype)
+            if is_scalar:
+                params.append(f"{c} {name}")
+            elif raw:
+                params.append(f"{c}* {name}_p")
+                lines.append(f"Raw<{c}> {name}{{{name}_p}};")
             else:
-                decls.append(f"{c} {name};")
-                stores.append(f"{name}_p[i] = {name};")
+                params.append(f"{c}* {name}_p")
+                lines.append(f"{c}& {name} = {name}_p[i];")
         return f"""#include <cmath>
 #include <cstddef>
-using std::fabs;
+using std::fabs; using std::sqrt; using std::tanh; using std::exp; using std::log;
 typedef {_C[dtype]} T;
 template <typename V> struct Raw {{ V* p; V& operator[](ptrdiff_t j) const {{ return p[j]; }} }};
 #define __device__
 {self.preamble}
 extern "C" void kernel({", ".join(params)}, long long size) {{
-    {" ".join(raws)}
     for (ptrdiff_t i = 0; i < size; ++i) {{
-        {" ".join(loads)} {" ".join(decls)}
+        {" ".join(lines)}
         {{ {self.body} }}
-        {" ".join(stores)}
     }}
 }}
 """
 
-    def _function(self, dtype):
-        if dtype not in self._compiled:
-            src = self._source(dtype)
+    def _function(self, dtype, scalar):
+        key = (dtype, scalar)
+        if key not in self._compiled:
+            src = self._source(dtype, scalar)
             stem = os.path.join(self.build_dir, hashlib.sha1(src.encode()).hexdigest()[:16])
             if not os.path.exists(stem + ".so"):
                 with open(stem + ".cpp", "w") as f:
@@ -80,33 +86,45 @@ extern "C" void kernel({", ".join(params)}, long long size) {{
                 subprocess.run(["g++", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared",
                                 "-fPIC", stem + ".cpp", "-o", stem + ".so"], check=True)
             fn = ctypes.CDLL(stem + ".so").kernel
-            fn.argtypes = [_SCALARS[t][1] if t in _SCALARS else ctypes.c_void_p
-                           for _, t, _ in self.ins + self.outs] + [ctypes.c_int64]
-            self._compiled[dtype] = fn
-        return self._compiled[dtype]
+            fn.argtypes = [_CTYPES[dtype if typ == "T" else np.dtype(typ)] if s
+                           else ctypes.c_void_p
+                           for (_, typ, _), s in zip(self.ins + self.outs, scalar)]
+            fn.argtypes += [ctypes.c_int64]
+            self._compiled[key] = fn
+        return self._compiled[key]
 
     def __call__(self, *args, size=None):
         params = self.ins + self.outs
         if len(args) != len(params):
             raise TypeError(f"{self.name}: {len(params)} arguments expected, got {len(args)}")
-        arrays = [(a, p) for a, p in zip(args, params) if p[1] not in _SCALARS]
-        dtype = next(a.dtype for a, (_, typ, _) in arrays if typ == "T")
+        scalar = tuple(not isinstance(a, np.ndarray) for a in args)
+        for (raw, typ, name), s in zip(params, scalar):
+            if s and raw:
+                raise TypeError(f"{self.name}: raw {name} must be an array")
+        typed = [a.dtype for a, (_, typ, _), s in zip(args, params, scalar) if typ == "T" and not s]
+        dtype = typed[0] if typed else np.dtype("float64")
         if size is None:
-            size = next(a.size for a, (raw, _, _) in arrays if not raw)
-        for a, (raw, typ, name) in arrays:           # what the CUDA code takes for granted
-            if a.dtype != (dtype if typ == "T" else np.dtype(typ)) or not a.flags.c_contiguous:
-                raise TypeError(f"{self.name}: {name} is {a.dtype}, contiguous "
+            size = next(a.size for a, (raw, _, _), s in zip(args, params, scalar)
+                        if not raw and not s)
+        for a, (raw, typ, name), s in zip(args, params, scalar):   # what the CUDA code assumes
+            if s:
+                continue
+            want = dtype if typ == "T" else np.dtype(typ)
+            if a.dtype != want or not a.flags.c_contiguous:
+                raise TypeError(f"{self.name}: {name} is {a.dtype} (wants {want}), contiguous "
                                 f"{a.flags.c_contiguous}")
             if not raw and a.size != size:
                 raise ValueError(f"{self.name}: {name} has {a.size} elements, not {size}")
-        self._function(dtype)(*[a if p[1] in _SCALARS else a.ctypes.data
-                                for a, p in zip(args, params)], size)
+        values = [_CTYPES[dtype if typ == "T" else np.dtype(typ)](a) if s else a.ctypes.data
+                  for a, (_, typ, _), s in zip(args, params, scalar)]
+        self._function(dtype, scalar)(*values, size)
 
 
-def numpy_as_cupy(build_dir: str):
-    """A stand-in for the cupy module as gpu.py uses it: NumPy arrays, C++ kernels."""
-    return types.SimpleNamespace(
-        __name__="cuda_emulator",
-        ElementwiseKernel=lambda *a, **kw: ElementwiseKernel(*a, build_dir=build_dir, **kw),
-        asarray=np.asarray, ascontiguousarray=np.ascontiguousarray, empty_like=np.empty_like,
-        empty=np.empty, stack=np.stack, float64=np.float64)
+class Compiler:
+    """What xp_strict.kernel_compiler takes: ElementwiseKernels built into build_dir."""
+
+    def __init__(self, build_dir: str):
+        self.build_dir = build_dir
+
+    def ElementwiseKernel(self, *args, **kwargs):  # noqa: N802  (cupy's name)
+        return ElementwiseKernel(*args, build_dir=self.build_dir, **kwargs)

@@ -198,26 +198,27 @@ def histograms(net, bins: int = 60, range_sigma: float = 4.0) -> dict[str, dict]
     Entries outside the edges are not counted.
 
     Returns {name: dict(edges (bins+1,), counts (T, bins), theta (T,), k (T,))}, NumPy arrays.
+    Each layer's H is read back to the host once (on a GPU, one copy instead of a wait per
+    step and statistic).
     """
     out = {}
     for name, layer in spiking_layers(net):
         c = layer.cache
         if c is None:
             continue
-        xp = get_xp(c.H)
         T = c.H.shape[0]
-        h = c.H.reshape(T, -1)                                           # (T, B*N)
+        h = to_numpy(c.H).reshape(T, -1)                                 # (T, B*N) on the host
         theta = to_numpy(c.theta).astype(np.float64)
         k = to_numpy(c.k).astype(np.float64)
-        mu = float(h.mean(dtype=xp.float64))
-        sd = float(h.std(dtype=xp.float64))
+        mu = float(h.mean(dtype=np.float64))
+        sd = float(h.std(dtype=np.float64))
         lo = min(mu - range_sigma * sd, float((theta - k).min()))
         hi = max(mu + range_sigma * sd, float((theta + k).max()))
         if not hi > lo:                                                  # constant H
             lo, hi = lo - 0.5, hi + 0.5
         edges = np.linspace(lo, hi, bins + 1)
-        xedges = xp.asarray(edges, dtype=h.dtype)
-        counts = np.stack([to_numpy(xp.histogram(h[t], bins=xedges)[0]) for t in range(T)])
+        counts = np.stack([np.histogram(h[t], bins=edges.astype(h.dtype))[0]
+                           for t in range(T)])
         out[name] = {"edges": edges, "counts": counts.astype(np.int64), "theta": theta, "k": k}
     if not out:
         raise RuntimeError(_NO_CACHE)

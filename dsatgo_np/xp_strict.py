@@ -1,21 +1,17 @@
 """A strict stand-in for CuPy, backed by NumPy: the GPU code path, checked on any machine.
 
-Its arrays (``ndarray``, wrapping a NumPy array) behave like ``cupy.ndarray`` where a
-GPU program can go wrong while NumPy would let it pass:
+Its arrays (``ndarray``, wrapping a NumPy array) behave like ``cupy.ndarray`` where a GPU
+program can go wrong while NumPy would let it pass: implicit conversion (``np.asarray(a)``),
+host arrays or lists mixed into an operation, keywords and functions CuPy lacks are refused
+with TypeError; every read back to the host is counted (``count_transfers()``: ``.count``),
+and so are uploads and every operation that would launch work on a GPU (``.uploads``,
+``.operations``). Where CuPy differs from NumPy it follows CuPy: 0-d arrays for scalars and
+``allclose``, wrapped fancy indices, writable broadcast views, other random numbers than
+NumPy's. With a kernel compiler installed (``kernel_compiler``) it runs ElementwiseKernels.
 
-* they are not NumPy arrays and refuse implicit conversion: ``np.asarray(a)`` raises
-  TypeError, as CuPy does, so a stray ``np.`` call or a host buffer is caught;
-* NumPy functions and ufuncs called on them dispatch here (``__array_ufunc__``,
-  ``__array_function__``), as they dispatch to CuPy; a NumPy array mixed into an
-  operation is refused ("Unsupported type"), as CuPy refuses it;
-* keyword arguments and functions that CuPy lacks are refused with TypeError
-  (``einsum(out=)``, ``vecdot``, ``sum(where=)``, ``ufunc.reduce`` of other than add/multiply);
-* every device-to-host transfer (``.item()``, ``float()``, ``int()``, ``bool()``,
-  ``.tolist()``, ``.get()``, ``asnumpy``, a boolean mask) is counted: ``count_transfers()``.
-  Host-to-device copies (``asarray`` of host data) are counted apart, as uploads.
-
-``backend.get_xp`` returns this module for its arrays, so it plays the GPU module:
-``model.to("strict")`` moves a network onto it. Results equal NumPy's bit for bit.
+What it cannot show: CuPy's own rounding (a float32 forward on CuPy differs from NumPy by
+about 1e-7: other summation orders in cuBLAS and CuPy's reductions), its speed, and its
+compile errors; tests/test_cupy.py checks those on a real GPU.
 """
 from __future__ import annotations
 
@@ -26,7 +22,7 @@ import sys
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-_counts = {"to_host": 0, "to_device": 0}
+_counts = {"to_host": 0, "to_device": 0, "ops": 0}
 
 
 def _count(kind: str, n: int = 1):
@@ -46,6 +42,14 @@ class Transfers:
     @property
     def uploads(self) -> int:
         return _counts["to_device"] - self._start["to_device"]
+
+    @property
+    def operations(self) -> int:
+        """Operations that launch work on a GPU: every ufunc call or reduction, copy, fill,
+        gather, scatter, matrix product, random draw and kernel; views, shapes and ``empty``
+        are not counted. A CuPy function may launch more than one kernel (``std`` several):
+        the count is a lower bound on a GPU's launches."""
+        return _counts["ops"] - self._start["ops"]
 
 
 @contextlib.contextmanager
@@ -91,7 +95,7 @@ def _wrap(x):
 # --- ufuncs -------------------------------------------------------------------------------
 
 _UFUNC_KWARGS = {"out", "dtype", "casting", "where"}       # what cupy.ufunc.__call__ takes
-_UFUNC_METHODS = {"__call__": None, "outer": None, "at": None,
+_UFUNC_METHODS = {"__call__": None, "outer": None, "at": {"add", "maximum", "minimum"},
                   "reduce": {"add", "multiply"}, "accumulate": {"add", "multiply"},
                   "reduceat": {"add"}}                      # CuPy implements these only
 
@@ -114,8 +118,13 @@ def _apply_ufunc(uf, method: str, inputs, kwargs):
         a, idx, *rest = inputs
         args = (_unwrap(a, name), _index(idx)) + tuple(_unwrap(r, name) for r in rest)
     else:
+        for x in inputs:
+            if type(x) in (list, tuple):
+                _refuse(f"{name}: a {type(x).__name__} operand", "is refused by CuPy's ufuncs "
+                        "('Unsupported type'): pass an array (xp.asarray) or a scalar")
         args = tuple(_unwrap(x, name) for x in inputs)
     kwargs = {k: _unwrap(v, name) if k != "out" else v for k, v in kwargs.items()}
+    _count("ops")
     result = getattr(uf, method)(*args, **kwargs)
     if out is not None:                                    # a += b keeps the object a
         return out[0] if len(out) == 1 else out
@@ -168,12 +177,32 @@ def _to_host(read):
 
 # method -> keywords CuPy's method lacks (CuPy's signatures, docs.cupy.dev)
 _METHODS = {"reshape": {"copy"}, "transpose": (), "swapaxes": (), "squeeze": (), "ravel": (),
-            "flatten": (), "astype": (), "copy": (), "view": (), "take": (), "repeat": (),
+            "flatten": (), "copy": (), "view": (), "take": (), "repeat": (),
             "sum": {"where", "initial"}, "prod": {"where", "initial"}, "mean": {"where"},
             "std": {"where", "mean", "correction"}, "var": {"where", "mean", "correction"},
             "max": {"initial", "where"}, "min": {"initial", "where"}, "argmax": (),
             "argmin": (), "any": {"where"}, "all": {"where"}, "cumsum": (), "clip": (),
             "dot": (), "nonzero": (), "round": ()}
+
+
+class _Flags:
+    """cupy.ndarray.flags: c_contiguous, f_contiguous and owndata only (no writeable)."""
+    __slots__ = ("c_contiguous", "f_contiguous", "owndata")
+
+    def __init__(self, flags):
+        self.c_contiguous, self.f_contiguous = flags.c_contiguous, flags.f_contiguous
+        self.owndata = flags.owndata
+
+
+def _wrapped_indices(key, shape):
+    """Integer index arrays taken modulo their axis's length: CuPy wraps an out-of-bounds
+    fancy index around, where NumPy raises IndexError."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if builtins.any(k is None or k is Ellipsis for k in keys):
+        return key
+    out = tuple(np.mod(k, shape[i]) if isinstance(k, np.ndarray) and k.dtype.kind in "iu"
+                and i < len(shape) and shape[i] else k for i, k in enumerate(keys))
+    return out if isinstance(key, tuple) else out[0]
 
 
 class ndarray(NDArrayOperatorsMixin):
@@ -208,7 +237,7 @@ class ndarray(NDArrayOperatorsMixin):
     strides = property(lambda self: self._a.strides)
     itemsize = property(lambda self: self._a.itemsize)
     nbytes = property(lambda self: self._a.nbytes)
-    flags = property(lambda self: self._a.flags)
+    flags = property(lambda self: _Flags(self._a.flags))
     T = property(lambda self: ndarray(self._a.T))
 
     def __getattr__(self, name):
@@ -217,6 +246,8 @@ class ndarray(NDArrayOperatorsMixin):
 
         def method(*args, **kwargs):
             _check_kwargs(f"ndarray.{name}", kwargs, _METHODS[name])
+            if name not in _VIEWS:
+                _count("ops")
             return _wrap(getattr(self._a, name)(*_unwrap(args, name),
                                                 **{k: _unwrap(v, name) for k, v in kwargs.items()}))
         return method
@@ -224,10 +255,21 @@ class ndarray(NDArrayOperatorsMixin):
     def fill(self, value):
         if isinstance(value, np.ndarray) and value.ndim:
             _refuse("fill(numpy_array)", "fails in CuPy (non-scalar host array)")
+        _count("ops")
         self._a.fill(value._a if isinstance(value, ndarray) else value)
 
     def __getitem__(self, key):
-        return _wrap(self._a[_index(key)])
+        if _has_array(key):                                  # a gather; slices are views
+            _count("ops")
+        return _wrap(self._a[_wrapped_indices(_index(key), self._a.shape)])
+
+    def astype(self, dtype, copy=True, **kwargs):
+        """cupy.ndarray.astype: the array itself when copy=False and the dtype is its own."""
+        _check_kwargs("ndarray.astype", kwargs, {"casting", "subok"} & set(kwargs))
+        if not copy and np.dtype(dtype) == self.dtype:
+            return self
+        _count("ops")
+        return ndarray(self._a.astype(dtype, **kwargs))
 
     def __setitem__(self, key, value):
         if isinstance(value, np.ndarray) and value.ndim and not _has_array(key):
@@ -235,7 +277,9 @@ class ndarray(NDArrayOperatorsMixin):
                     "no non-scalar host array; move it first with xp.asarray")
         if isinstance(value, np.ndarray):
             _count("to_device")
-        self._a[_index(key)] = value._a if isinstance(value, ndarray) else value
+        _count("ops")
+        self._a[_wrapped_indices(_index(key), self._a.shape)] = (
+            value._a if isinstance(value, ndarray) else value)
 
     def __len__(self):
         return len(self._a)
@@ -260,8 +304,8 @@ def asarray(a, dtype=None, order=None):
     """Host data -> device (an upload); a stand-in array stays as it is (cast if dtype asks)."""
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == dtype else ndarray(a._a.astype(dtype))
-    _count("to_device")
-    return ndarray(np.asarray(_unwrap_host(a), dtype=dtype, order=order))
+    _count("to_device")                       # a copy: later host writes do not reach it
+    return ndarray(np.array(_unwrap_host(a), dtype=dtype, order=order, copy=True))
 
 
 def _unwrap_host(a):
@@ -287,16 +331,39 @@ def get_array_module(*args):
     return sys.modules[__name__] if builtins.any(isinstance(a, ndarray) for a in args) else np
 
 
+def _is_contiguous(a, dtype=None, **_):
+    """ascontiguousarray(a) returns a itself (no copy, no launch)."""
+    return isinstance(a, ndarray) and a.flags.c_contiguous and (dtype is None
+                                                                or np.dtype(dtype) == a.dtype)
+
+
 def _function(name: str, refused=()):
     f = getattr(np, name)
 
     def wrapper(*args, **kwargs):
         _check_kwargs(name, kwargs, refused)
+        if name not in _VIEWS and not (name == "ascontiguousarray" and _is_contiguous(*args,
+                                                                                      **kwargs)):
+            _count("ops")
+        if name == "histogram" and isinstance(kwargs.get("bins"), ndarray):
+            _count("to_host")                  # CuPy reads device bins back to check them
+        if name in _TO_ARRAY:                  # CuPy returns a 0-d array, not a Python bool
+            return ndarray(np.asarray(f(*_unwrap(args, name),
+                                        **{k: _unwrap(v, name) for k, v in kwargs.items()})))
         return _wrap(f(*_unwrap(args, name), **{k: _unwrap(v, name) for k, v in kwargs.items()}))
     wrapper.__name__ = wrapper.__qualname__ = name
     wrapper.__doc__ = f"numpy.{name} under CuPy's rules (refused keywords: {sorted(refused)})"
     return wrapper
 
+
+# Functions and methods that make views or read metadata: they launch nothing on a GPU.
+_VIEWS = {"reshape", "transpose", "swapaxes", "squeeze", "view", "broadcast_to",
+          "broadcast_arrays", "expand_dims", "moveaxis", "atleast_1d", "split", "shape",
+          "ndim", "size", "result_type", "can_cast", "isscalar", "iinfo", "finfo", "empty",
+          "empty_like"}
+
+# Functions that return a Python bool in NumPy and a 0-d array in CuPy.
+_TO_ARRAY = {"allclose", "array_equal"}
 
 # What CuPy's functions lack: einsum has no out/order/casting; reductions no where/initial.
 _FUNCTIONS = {
@@ -357,10 +424,18 @@ class lib:                                                 # noqa: N801  (numpy'
 
 
 class Generator:
-    """cupy.random.Generator's methods used here, drawn on "the device" (no transfer)."""
+    """cupy.random.Generator's drawing methods, on "the device" (no transfer). CuPy draws other
+    numbers than NumPy from the same seed, and so does this stand-in (Philox, not NumPy's
+    PCG64): code that must draw the same numbers on every device draws on the host. Only
+    shapes, dtypes and ranges of its draws are CuPy's; CuPy's Generator has no permutation."""
 
     def __init__(self, seed=None):
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.Generator(np.random.Philox(seed))
+
+    def __getattribute__(self, name):
+        if not name.startswith("_"):
+            _count("ops")
+        return object.__getattribute__(self, name)
 
     def random(self, size=None, dtype=np.float64):
         return _wrap(self._rng.random(size, dtype=dtype))
@@ -374,9 +449,6 @@ class Generator:
     def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
         return _wrap(self._rng.integers(low, high, size, dtype=dtype, endpoint=endpoint))
 
-    def permutation(self, x):
-        return _wrap(self._rng.permutation(_unwrap(x, "permutation")))
-
 
 class random:                                              # noqa: N801  (numpy's name)
     Generator = Generator
@@ -386,5 +458,70 @@ class random:                                              # noqa: N801  (numpy'
         return Generator(seed)
 
 
+def broadcast_to(x, shape):
+    """cupy.broadcast_to: a view with stride 0 along the repeated axes, writable as CuPy's is
+    (NumPy's is read-only); a write reaches every element that shares its memory."""
+    a = _unwrap(x, "broadcast_to")
+    view = np.broadcast_to(a, shape)
+    return ndarray(np.lib.stride_tricks.as_strided(a, view.shape, view.strides,
+                                                   writeable=a.flags.writeable))
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):
+    _count("ops")
+    return _wrap(np.linalg.norm(_unwrap(x, "linalg.norm"), ord, axis, keepdims))
+
+
+class linalg:                                              # noqa: N801  (numpy's name)
+    norm = staticmethod(_norm)
+
+
 _DISPATCH = {getattr(np, n): globals()[n] for n in _FUNCTIONS}
+_DISPATCH[np.linalg.norm] = _norm
 _DISPATCH[np.lib.stride_tricks.sliding_window_view] = _StrideTricks.sliding_window_view
+
+
+# --- CUDA kernels, through a compiler that runs their bodies on the CPU ----------------------
+
+_compiler = None
+
+
+def runs_cuda_kernels() -> bool:
+    """Whether a kernel compiler is installed: then kernels.py gives these arrays the GPU
+    kernels (dsatgo_np/gpu/), and ElementwiseKernel runs."""
+    return _compiler is not None
+
+
+@contextlib.contextmanager
+def kernel_compiler(compiler):
+    """``with kernel_compiler(c): ...`` runs ElementwiseKernels with c.ElementwiseKernel (a
+    class with cupy.ElementwiseKernel's constructor and call on NumPy arrays, such as
+    tests/cuda_emulator.py's); the stand-in cannot compile CUDA itself."""
+    global _compiler
+    before, _compiler = _compiler, compiler
+    try:
+        yield compiler
+    finally:
+        _compiler = before
+
+
+class ElementwiseKernel:
+    """cupy.ElementwiseKernel, run by the installed compiler on the wrapped NumPy arrays."""
+
+    def __init__(self, in_params, out_params, operation, name="kernel", **options):
+        self._spec = (in_params, out_params, operation, name)
+        self._options, self._built = options, {}
+
+    def __call__(self, *args, size=None):
+        if _compiler is None:
+            _refuse(f"ElementwiseKernel {self._spec[3]}", "needs a kernel compiler: install "
+                    "one with xp_strict.kernel_compiler(...) (tests/cuda_emulator.py)")
+        if id(_compiler) not in self._built:
+            self._built[id(_compiler)] = _compiler.ElementwiseKernel(*self._spec, **self._options)
+        for a in args:
+            if isinstance(a, np.ndarray):
+                _refuse(f"ElementwiseKernel {self._spec[3]}: a NumPy array argument",
+                        "is host memory (CuPy raises TypeError)")
+        _count("ops")
+        self._built[id(_compiler)](*[a._a if isinstance(a, ndarray) else a for a in args],
+                                   size=size)

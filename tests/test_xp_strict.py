@@ -60,12 +60,42 @@ def test_numpy_conversion_of_a_strict_array_raises_typeerror():
     (lambda a: xs.exp(np.ones(3)), "NumPy array operand"),
     (lambda a: np.lib.stride_tricks.sliding_window_view(a, 2, writeable=True), "writeable"),
     (lambda a: a.__setitem__(Ellipsis, np.ones((2, 3))), "numpy_array"),
-    (lambda a: np.linalg.norm(a), "norm"),
+    (lambda a: xs.add([1.0, 2.0, 3.0], a), "list operand"),
+    (lambda a: np.multiply.at(a, xs.asarray(np.array([0])), 2.0), "multiply.at"),
 ])
 def test_what_cupy_lacks_is_refused_with_a_typeerror(call, message):
     a = xs.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
     with pytest.raises(TypeError, match=message):
         call(a)
+
+
+def test_the_stand_in_behaves_as_cupy_where_cupy_differs_from_numpy():
+    """What CuPy does and NumPy does not: 0-d arrays from allclose and array_equal (their
+    truth value a read), out-of-bounds fancy indices wrapped around, writable broadcast views,
+    flags without writeable, astype(copy=False) of its own dtype the array itself, add.at,
+    linalg.norm, and a read back when histogram's bins live on the device."""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    a = xs.asarray(x)
+    for result in (xs.allclose(a, a), xs.array_equal(a, a), np.allclose(a, a)):
+        assert isinstance(result, xs.ndarray) and result.shape == ()
+        with xs.count_transfers() as c:
+            assert bool(result)
+        assert c.count == 1
+    np.testing.assert_array_equal(host(a[xs.asarray(np.array([2, 3]))]), x[[0, 1]])  # 3 -> 1
+    np.testing.assert_array_equal(host(a[:, xs.asarray(np.array([-1, 4]))]), x[:, [2, 1]])
+    row = xs.asarray(np.zeros(3, np.float32))
+    view = xs.broadcast_to(row, (2, 3))
+    view[1, 2] = 7.0                                         # CuPy writes through
+    assert host(row).tolist() == [0.0, 0.0, 7.0] and host(view)[0, 2] == 7.0
+    assert not hasattr(a.flags, "writeable") and a.flags.c_contiguous and a.flags.owndata
+    assert a.astype(np.float32, copy=False) is a and a.astype(np.float64) is not a
+    counts = xs.zeros(3, np.float32)
+    np.add.at(counts, xs.asarray(np.array([0, 0, 2])), 1.0)
+    assert host(counts).tolist() == [2.0, 0.0, 1.0]
+    assert float(xs.linalg.norm(a)) == pytest.approx(np.linalg.norm(x))
+    with xs.count_transfers() as c:
+        xs.histogram(a, bins=xs.asarray(np.array([0.0, 2.5, 6.0])))
+    assert c.count == 1
 
 
 def test_numpy_functions_and_operators_dispatch_to_the_stand_in():
@@ -105,14 +135,22 @@ def test_every_device_to_host_transfer_is_counted():
     assert (c.count, c.uploads) == (0, 2)
 
 
-def test_random_generator_draws_on_the_device_with_numpys_numbers():
+def test_random_generator_draws_on_the_device_as_cupy_does_not_numpys_numbers():
+    """Only what holds on CuPy: shapes, dtypes, ranges; other numbers than NumPy's from the
+    same seed (cupy.random.default_rng(5).random(4) is not NumPy's), and no permutation."""
     g, ref = xs.random.default_rng(3), np.random.default_rng(3)
-    draws = [(g.random((2, 3), dtype=np.float32), ref.random((2, 3), dtype=np.float32)),
-             (g.standard_normal(4), ref.standard_normal(4)),
-             (g.integers(0, 5, 6), ref.integers(0, 5, 6)), (g.permutation(5), ref.permutation(5))]
-    for got, want in draws:
-        assert isinstance(got, xs.ndarray)
-        np.testing.assert_array_equal(host(got), want)
+    u = g.random((2, 3), dtype=np.float32)
+    z = g.standard_normal(400)
+    k = g.integers(0, 5, 600)
+    for got, dtype, shape in ((u, np.float32, (2, 3)), (z, np.float64, (400,)),
+                              (k, np.int64, (600,))):
+        assert isinstance(got, xs.ndarray) and got.dtype == dtype and got.shape == shape
+    assert ((0 <= host(u)) & (host(u) < 1)).all()
+    assert set(host(k).tolist()) == {0, 1, 2, 3, 4}
+    assert abs(host(z).mean()) < 0.3 and 0.8 < host(z).std() < 1.2      # 400 draws: 6 sigma
+    assert not np.array_equal(host(u), ref.random((2, 3), dtype=np.float32))
+    with pytest.raises(AttributeError):
+        g.permutation(5)
 
 
 def test_backend_treats_the_stand_in_as_the_gpu_module():

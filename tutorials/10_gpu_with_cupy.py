@@ -138,8 +138,9 @@ assert compare(cpu_a, cpu_b, "float32, CPU vs CPU") == (0.0, 0.0, 0.0, 0.0)
 #
 # Two things differ on a GPU besides speed. First, which code runs: NumPy arrays get the
 # CPU speed layer (`dsatgo_np/fast/`: blocked loops, threads), every other array module the
-# plain core, the equations as written (`dsatgo_np/kernels.py` decides; CuPy adds fused
-# CUDA kernels for the neuron, `dsatgo_np/gpu.py`). Second, what CuPy refuses: it never turns
+# plain core, the equations as written (`dsatgo_np/kernels.py` decides; CuPy gets CUDA
+# kernels for the neuron and its statistics, tdBN, convolution and SGD, `dsatgo_np/gpu/`).
+# Second, what CuPy refuses: it never turns
 # a device array into a NumPy one behind your back, and every `float()` or `.item()` is a
 # copy to the host that makes the program wait for the GPU.
 #

@@ -11,7 +11,7 @@ import numbers
 from .backend import get_xp
 
 
-def _check(x, T, name):
+def _check(x, T, name, finite: bool = True):
     if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 1:
         raise ValueError(f"{name}: T must be a positive integer number of time steps, got {T!r}")
     if not hasattr(x, "ndim") or not hasattr(x, "dtype"):
@@ -21,18 +21,20 @@ def _check(x, T, name):
         raise ValueError(f"{name}: x must be a batch [B, ...] of at least one sample, got shape "
                          f"{tuple(x.shape)}")
     xp = get_xp(x)
-    if x.dtype.kind == "f" and not bool(xp.isfinite(x).all()):
+    if finite and x.dtype.kind == "f" and not bool(xp.isfinite(x).all()):
         raise ValueError(f"{name}: x holds non-finite values (NaN or inf): clean the input "
                          "(e.g. np.nan_to_num) or fix where it came from")
 
 
-def direct(x, T: int):
+def direct(x, T: int, check_finite: bool = True):
     """Direct encoding: the same image as input current at every step, [B, ...] -> [T, B, ...].
 
     The result is a read-only broadcast view (no copy): layers that see a time axis of
-    stride 0 may compute their output once and broadcast it.
+    stride 0 may compute their output once and broadcast it. check_finite=False skips the
+    NaN/inf check, a read back to the host on a GPU: for data already checked once (the
+    training command checks its data set when it loads it).
     """
-    _check(x, T, "encode.direct")
+    _check(x, T, "encode.direct", check_finite)
     xp = get_xp(x)
     return xp.broadcast_to(x[None], (T,) + x.shape)
 

@@ -489,8 +489,10 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
                     opt.lr = optim.cosine_lr(cfg.lr, epoch * steps + i, cfg.epochs * steps)
                 if cfg.augment:
                     xb = data.random_crop_flip(xb, np.random.default_rng([cfg.seed, epoch, i]))
-                out = net.forward(encode.direct(xp.asarray(xb), cfg.T))      # (T, B, K)
-                loss, dout = losses.cross_entropy(out, xp.asarray(yb), cfg.label_smoothing)
+                # the data set was checked when it was loaded: no per-batch reads on a GPU
+                out = net.forward(encode.direct(xp.asarray(xb), cfg.T, check_finite=False))
+                loss, dout = losses.cross_entropy(out, xp.asarray(yb), cfg.label_smoothing,
+                                                  check_labels=False)           # out (T, B, K)
                 net.zero_grad()
                 net.backward(dout)
                 opt.step()

@@ -90,6 +90,12 @@ EXPERIMENTS = {
     # the CIFAR target: DS-ATGO on all 50,000 images for about 2 hours of both cores
     # (7 epochs at the threaded engine's speed); run it alone, with DSATGO_THREADS unset
     "cifar-long": [("ds-atgo", dict(CIFAR_VGG, train_subset=0, epochs=7, method="ds-atgo"), 0)],
+    # the same recipe from three more seeds, and from seed 0 at a lower peak rate: how much of a
+    # run's course is its seed (about 2 minutes a run on a GPU: --backend cupy)
+    "cifar-long-seeds": [("ds-atgo", dict(CIFAR_VGG, train_subset=0, epochs=7, method="ds-atgo"), s)
+                         for s in (1, 2, 3)]
+                        + [("ds-atgo-lr02", dict(CIFAR_VGG, train_subset=0, epochs=7, lr=0.02,
+                                                 method="ds-atgo"), 0)],
 }
 
 SMOKE = dict(dataset="digits", model="mlp", hidden=[32], epochs=1, batch_size=100, T=2,
@@ -108,7 +114,7 @@ def finished(path, epochs):
         return False
 
 
-def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None):
+def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None, backend: str = "numpy"):
     runs = EXPERIMENTS[exp]
     if labels:                                  # only these labels, in this order
         runs = [r for lab in labels for r in runs if r[0] == lab]
@@ -116,7 +122,7 @@ def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None):
         if smoke:
             opts = dict(opts, **SMOKE)
             opts.pop("vgg_layers", None)
-        cfg = train.Config(**dict(opts, seed=seed, plots=not smoke,
+        cfg = train.Config(**dict(opts, seed=seed, plots=not smoke, backend=backend,
                                   out=os.path.join(root, exp, f"{label}-s{seed}")))
         if finished(cfg.out, cfg.epochs):
             print(f"{exp}/{label}-s{seed}: done already")
@@ -152,6 +158,8 @@ def main(argv=None):
     p.add_argument("--list", action="store_true")
     p.add_argument("--labels", default="",
                    help="only the runs with these labels, in this order (e.g. ds-atgo,tgo)")
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"),
+                   help="cupy: train on the GPU (the same batches and initial weights)")
     a = p.parse_args(argv)
     if a.list or not a.experiments:
         for name, runs in {**EXPERIMENTS, **mismatch.EXPERIMENTS}.items():
@@ -172,7 +180,7 @@ def main(argv=None):
         if set(labels) - known:
             p.error(f"{exp} has no run labelled {sorted(set(labels) - known)}: its labels are "
                     f"{', '.join(sorted(known))}")
-        if run(exp, a.smoke, a.root, labels):
+        if run(exp, a.smoke, a.root, labels, a.backend):
             return 1
     return 0
 

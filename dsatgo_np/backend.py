@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import xp_strict
+import sys
 
 try:  # cupy is optional: `pip install dsatgo_np[gpu]`
     import cupy as _cupy
@@ -31,14 +31,20 @@ def gpu_available() -> bool:
         return False
 
 
+def _strict():
+    """The stand-in module if it has been imported (no array can be its own before that)."""
+    return sys.modules.get(__package__ + ".xp_strict")
+
+
 def get_xp(*arrays):
     """The array module (numpy, cupy or xp_strict) that owns ``arrays``; numpy for plain
     Python values and NumPy arrays."""
+    strict = _strict()
     for a in arrays:
         if _cupy is not None and isinstance(a, _cupy.ndarray):
             return _cupy
-        if isinstance(a, xp_strict.ndarray):
-            return xp_strict
+        if strict is not None and isinstance(a, strict.ndarray):
+            return strict
     return np
 
 
@@ -53,6 +59,7 @@ def get_backend(name: str):
     if name == "numpy":
         return np
     if name == "strict":
+        from . import xp_strict
         return xp_strict
     if name == "cupy":
         if not gpu_available():
@@ -69,8 +76,9 @@ def to_numpy(x):
     a transfer, which waits for the device's queued work."""
     if _cupy is not None and isinstance(x, _cupy.ndarray):
         return _cupy.asnumpy(x)
-    if isinstance(x, xp_strict.ndarray):
-        return xp_strict.asnumpy(x)
+    strict = _strict()
+    if strict is not None and isinstance(x, strict.ndarray):
+        return strict.asnumpy(x)
     return np.asarray(x)
 
 

@@ -1,25 +1,13 @@
-"""Convolution as a forward/backward pair: conv2d (pooling lives in pooling.py).
+"""Convolution as a forward/backward pair on [N, C, H, W] (N = T * B: all steps in one call).
 
-Every function works on merged time-batch arrays ``[N, C, H, W]`` with ``N = T * B``: the
-caller reshapes ``[T, B, C, H, W] -> [T*B, C, H, W]``, so one call handles all T steps.
+Cross-correlation as PyTorch's conv2d, stride s, xpad = x zero-padded by p on H and W:
 
-Convolution (cross-correlation, PyTorch's ``conv2d``), stride s, zero padding p,
-``xpad = x`` zero-padded by p on each side of H and W:
-
-    out[n, f, y, x] = b[f] + sum_{c, i, j} W[f, c, i, j] * xpad[n, c, s*y + i, s*x + j]
-
+    out[n, f, y, x] = b[f] + sum_{c, i, j} W[f, c, i, j] xpad[n, c, s y + i, s x + j]
     OH = (H + 2p - KH) // s + 1,  OW = (W + 2p - KW) // s + 1
 
-Its partials, for dout = dL/dout:
-
-    dL/dW[f, c, i, j]           = sum_{n, y, x} dout[n, f, y, x] * xpad[n, c, s*y + i, s*x + j]
-    dL/db[f]                    = sum_{n, y, x} dout[n, f, y, x]
-    dL/dxpad[n, c, s*y+i, s*x+j] += sum_f W[f, c, i, j] * dout[n, f, y, x]   (then crop p)
-
-The plain core below writes these sums as a loop over the KH*KW kernel offsets (i, j), each
-one matrix product over channels: no column matrix is ever built, which keeps a GPU's memory
-at a few arrays the size of the input. dsatgo_np/fast/conv.py computes the same on a CPU
-with im2col, a chunk of samples at a time.
+conv2d_backward gives the partials. The plain core writes every sum as a loop over the KH KW
+kernel offsets (i, j), one matrix product over channels each, and never builds a column
+matrix; fast/conv.py (im2col, a chunk of samples at a time) and gpu/conv.py compute the same.
 """
 from __future__ import annotations
 
@@ -104,6 +92,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
 
 def conv2d_backward(dout, cache: ConvCache, need_dx: bool = True):
     """dout: (N, F, OH, OW) -> (dx (N, C, H, W) or None, {"weight": dW, "bias": db}).
+
+        dL/dW[f, c, i, j]             = sum_{n, y, x} dout[n, f, y, x] xpad[n, c, s y + i, s x + j]
+        dL/db[f]                      = sum_{n, y, x} dout[n, f, y, x]
+        dL/dxpad[n, c, s y + i, s x + j] += sum_f W[f, c, i, j] dout[n, f, y, x]   (then crop p)
 
     dx is None when need_dx is False (the first layer: nothing before it learns)."""
     xp = get_xp(dout)

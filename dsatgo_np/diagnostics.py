@@ -1,24 +1,14 @@
 """What the spiking layers do: firing rates, gradient-available shares, membrane histograms.
 
-These are the quantities the paper plots to show what DS-ATGO changes (Figs. 5, 8, 10, 11).
-Everything is read from the cache a `Spiking` layer keeps after its forward pass
-(neuron.LIFCache), so nothing here changes the network or its gradients:
+The quantities the paper plots to show what DS-ATGO changes (Figs. 5, 8, 10, 11), read from
+the cache a `Spiking` layer keeps after its forward pass (nothing here changes the network):
 
-    firing_rate[t] = mean(S[t])                                  share of neurons that fire
-    mean[t], std[t] = mean(H[t]), std(H[t], ddof=1)              membrane statistics
-    grad_share[t]  = mean( |H[t] - theta[t]| < k[t] / 2 )        share inside the surrogate window
+    firing_rate[t] = mean(S[t]);  mean[t], std[t] of H[t] (ddof = 1)
+    grad_share[t]  = mean(|H[t] - theta[t]| < k[t] / 2): the share inside the surrogate window,
+                     the paper's "gradient-available" share (outside it dS/dH = 0)
 
-grad_share is the paper's "gradient-available" share: a neuron outside the rectangular window
-gets dS/dH = 0 (surrogate.window), so it passes no gradient through its spike at that step.
-
-Typical use in a training loop (the cache exists after a training-mode forward pass):
-
-    rec = Recorder()
-    for xb, yb in loader:
-        out = net.forward(encode.direct(xb, T)); ...; rec.update(net)
-    log["diagnostics"] = rec.summary(); rec.reset()
-
-In eval mode the layers drop their cache unless record(net) is called first.
+Recorder averages them over a training epoch's batches; in eval mode the layers drop their
+cache unless record(net) is called first.
 """
 from __future__ import annotations
 
@@ -131,7 +121,7 @@ def record(net, on: bool = True):
 
 # --- statistics of one layer -------------------------------------------------------------------
 
-def layer_stats(cache) -> dict:
+def step_summary(cache) -> dict:
     """Per-step statistics of one spiking layer from its LIFCache.
 
     cache.H, cache.S: [T, B, ...]; cache.theta, cache.k: [T].
@@ -168,8 +158,8 @@ def layer_stats(cache) -> dict:
 
 
 def collect(net) -> dict[str, dict]:
-    """layer_stats for every spiking layer that holds a cache, keyed by its readable name."""
-    out = {name: layer_stats(layer.cache)
+    """step_summary for every spiking layer that holds a cache, keyed by its readable name."""
+    out = {name: step_summary(layer.cache)
            for name, layer in spiking_layers(net) if layer.cache is not None}
     if not out:
         raise RuntimeError(_NO_CACHE)

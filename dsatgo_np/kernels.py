@@ -1,20 +1,14 @@
 """Which implementation of each kernel the model calls: the plain core or a faster one.
 
-The model (model.py) never calls neuron.lif_forward, conv.conv2d_forward, ... directly: it asks
+The model never calls neuron.lif_forward, conv.conv2d_forward, ... directly: it asks
 ``kernels.of(x)`` for the table that fits x's array module and calls the kernel of that name.
 
-    plain   the core: neuron.py, layers.py, conv.py, pooling.py, the equations written once
-            with whole arrays; runs on NumPy, CuPy and any module that behaves like them
-    fast    the CPU speed layer for NumPy arrays (dsatgo_np/fast/): blocked loops, im2col,
-            threads; the same contracts, tested equal to the plain kernels (tests/test_kernels.py)
-    gpu     CUDA kernels for CuPy arrays (dsatgo_np/gpu/): the neuron with its statistics,
-            tdBN, convolution as matrix products, the SGD update; the rest is the plain core
+    plain   the core (neuron.py, layers.py, conv.py, pooling.py, ...), on any array module
+    fast    NumPy arrays: dsatgo_np/fast/ (blocked loops, im2col, threads)
+    gpu     CuPy arrays (and the stand-in xp_strict with a kernel compiler): dsatgo_np/gpu/
 
-By default NumPy arrays get ``fast``, CuPy arrays ``gpu`` and any other module ``plain`` (the
-CuPy stand-in xp_strict gets ``gpu`` while a kernel compiler is installed in it, for tests).
-``DSATGO_KERNELS=plain`` in the environment or ``set_kernels("plain")`` forces the plain core
-everywhere (to read along with the code, or to check a fast kernel against it);
-``set_kernels("auto")`` goes back to the default.
+Each is tested equal to the plain core. ``DSATGO_KERNELS=plain`` or ``set_kernels("plain")``
+forces the plain core everywhere (to read along with the code); ``set_kernels("auto")`` undoes it.
 """
 from __future__ import annotations
 
@@ -29,7 +23,12 @@ from .backend import get_xp
 NAMES = ("lif_forward", "lif_backward", "layer_stats", "linear_forward", "linear_backward",
          "matmul", "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_static",
          "batchnorm_eval", "conv2d_forward", "conv2d_backward", "avgpool2d_forward",
-         "avgpool2d_backward", "update_running", "sgd_update")
+         "avgpool2d_backward", "maxpool2d_forward", "maxpool2d_backward",
+         "global_avgpool_forward", "global_avgpool_backward", "update_running", "sgd_update")
+# Kernels with no CPU version of their own (a few values per layer, or a single pass that
+# NumPy already makes): the fast table takes the plain core's.
+PLAIN_ON_CPU = ("maxpool2d_forward", "maxpool2d_backward", "global_avgpool_forward",
+                "global_avgpool_backward", "update_running")
 CHOICES = ("auto", "plain", "fast")
 
 
@@ -48,6 +47,9 @@ PLAIN = SimpleNamespace(
     batchnorm_eval=layers.batchnorm_eval,
     conv2d_forward=conv.conv2d_forward, conv2d_backward=conv.conv2d_backward,
     avgpool2d_forward=pooling.avgpool2d_forward, avgpool2d_backward=pooling.avgpool2d_backward,
+    maxpool2d_forward=pooling.maxpool2d_forward, maxpool2d_backward=pooling.maxpool2d_backward,
+    global_avgpool_forward=pooling.global_avgpool_forward,
+    global_avgpool_backward=pooling.global_avgpool_backward,
     update_running=threshold.update_running, sgd_update=update.sgd_update,
 )
 
@@ -60,7 +62,7 @@ def _fast():
         from .fast import conv as fconv, layers as flayers, neuron as fneuron
         from .fast import optim as foptim, parallel, pooling as fpooling
         _tables["fast"] = SimpleNamespace(
-            name="fast",
+            **{k: getattr(PLAIN, k) for k in PLAIN_ON_CPU}, name="fast",
             lif_forward=fneuron.lif_forward, lif_backward=fneuron.lif_backward,
             layer_stats=fneuron.fast_layer_stats,
             linear_forward=flayers.linear_forward, linear_backward=flayers.linear_backward,
@@ -71,9 +73,7 @@ def _fast():
             batchnorm_eval=flayers.batchnorm_eval,
             conv2d_forward=fconv.conv2d_forward, conv2d_backward=fconv.conv2d_backward,
             avgpool2d_forward=fpooling.avgpool2d_forward,
-            avgpool2d_backward=fpooling.avgpool2d_backward,
-            update_running=threshold.update_running,        # (T,) or (C,): nothing to gain
-            sgd_update=foptim.sgd_update)
+            avgpool2d_backward=fpooling.avgpool2d_backward, sgd_update=foptim.sgd_update)
     return _tables["fast"]
 
 

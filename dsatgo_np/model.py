@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from . import kernels, layers, pooling
+from . import kernels, layers
 from .backend import get_xp
 from .module import (Module, Parameter, _cache, _check_input, _check_size, _fold,  # noqa: F401
                      _kept, is_static)
@@ -217,8 +217,8 @@ class Spiking(Module):
         else:
             self.lam = lam
         self._buffers["running_threshold"] = np.full(T, self.config.v_th, dtype=dtype)
-        self.record = False      # keep the eval-mode cache (for diagnostics)
-        self.frozen = None       # (theta [T], k [T]) to replay instead of the rule (gradient checks)
+        self.record = False      # keep the eval-mode cache too (diagnostics.record)
+        self.held = None         # (theta [T], k [T]) replayed instead of the rule: hold_thresholds
         self.cache = None
 
     def extra_repr(self):
@@ -226,6 +226,12 @@ class Spiking(Module):
         lam = "learnable" if self.neuron == "plif" else self.lam
         return (f"{self.neuron}, T={self.T}, method={c.method!r}, width={c.width!r}, f_c={c.f_c}, "
                 f"lam={lam}")
+
+    def hold_thresholds(self, theta=None, k=None):
+        """Replay these theta[t] and k[t] (T,) at every forward instead of the rule's (a cache's
+        own, say), so that the network is a fixed function of its input and weights: what a
+        finite-difference check of the backward needs. hold_thresholds() goes back to the rule."""
+        self.held = None if theta is None else (theta, k)
 
     def decay(self, xp, dtype):
         if self.neuron == "plif":
@@ -247,8 +253,8 @@ class Spiking(Module):
                 raise ValueError("method 'mpd-agl' needs the BatchNorm that feeds the neuron "
                                  "(Spiking(..., scale_from=bn))")
             g = self.scale_from._params["weight"].data.mean()
-        if self.frozen is not None:
-            rule = replay_rule(*self.frozen)
+        if self.held is not None:
+            rule = replay_rule(*self.held)
         else:
             rule = make_rule(cfg, lam, self.training, self._buffers["running_threshold"], g)
         # threshold_grad has a term only where theta = f_c (mu + sigma) of this H: a fixed,
@@ -298,11 +304,12 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         T, B = x.shape[:2]
-        out, self.cache = pooling.maxpool2d_forward(_fold(x), self.kernel, self.stride)
+        self.kernels = kernels.of(x)
+        out, self.cache = self.kernels.maxpool2d_forward(_fold(x), self.kernel, self.stride)
         return out.reshape((T, B) + out.shape[1:])
 
     def backward(self, dout, need_dx: bool = True):
-        dx = pooling.maxpool2d_backward(_fold(dout), _cache(self))
+        dx = self.kernels.maxpool2d_backward(_fold(dout), _cache(self))
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -311,11 +318,12 @@ class GlobalAvgPool(Module):
 
     def forward(self, x):
         T, B = x.shape[:2]
-        out, self.cache = pooling.global_avgpool_forward(_fold(x))
+        self.kernels = kernels.of(x)
+        out, self.cache = self.kernels.global_avgpool_forward(_fold(x))
         return out.reshape(T, B, -1)
 
     def backward(self, dout, need_dx: bool = True):
-        dx = pooling.global_avgpool_backward(_fold(dout), _cache(self))
+        dx = self.kernels.global_avgpool_backward(_fold(dout), _cache(self))
         return dx.reshape(dout.shape[:2] + dx.shape[1:])
 
 
@@ -383,7 +391,9 @@ class Sequential(Module):
         return x
 
     def backward(self, dout, need_dx: bool = False):
-        """Backpropagate dL/dout; returns dL/dx only when need_dx (the first layer skips it)."""
+        """Backpropagate dL/dout; returns dL/dx only when need_dx. A network's input learns
+        nothing, so by default its first layer skips dL/dx (a layer's own backward defaults to
+        need_dx=True: inside a network, the layer before it needs it)."""
         mods = list(self._children.values())
         # a layer needs dL/dx only if something before it learns (or the caller asks)
         learns_before = [need_dx]

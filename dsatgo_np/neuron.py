@@ -1,27 +1,14 @@
 """LIF / PLIF neurons with DS-ATGO thresholds: forward over time and hand-written BPTT.
 
-This is the plain statement of the neuron that every kernel set is tested against:
-whole-array NumPy/CuPy code, one line per equation. (dsatgo_np/fast/neuron.py runs the same
-loops faster on a CPU; dsatgo_np/gpu/neuron.py fuses them into CUDA kernels.)
-
-Recurrence (docs/METHOD.md section 2), for t = 0 .. T-1 with V[-1] = 0:
+The plain statement of the neuron, one line per equation (docs/METHOD.md section 2), for
+t = 0 .. T-1 with V[-1] = 0:
 
     charge:  H[t] = lam * V[t-1] + X[t]
     fire:    S[t] = Heaviside(H[t] - theta[t])
     reset:   V[t] = H[t] * (1 - S[t])
 
-theta[t] and the surrogate width k[t] come from a *rule* called once per step on H[t]
-(make_rule below; docs/METHOD.md sections 3-5). They are constants in the backward pass:
-the rule's outputs are recorded in the cache and never differentiated, except theta through
-threshold_vjp() when threshold_grad=True and theta is measured from H (theta_depends_on_h).
-
-Backward (DERIVATIONS.md section 3), with dV[T-1] = 0 and g[t] = window(H[t], theta[t], k[t]):
-
-    dS~[t]  = dS[t] - dV[t] * H[t]             (reset path; dropped when detach_reset)
-    dH[t]   = dS~[t] * g[t] + dV[t] * (1 - S[t])
-    dX[t]   = dH[t]
-    dV[t-1] = lam * dH[t]
-    dlam   += sum(dH[t] * V[t-1])
+theta[t] and the surrogate width k[t] come from a Rule (sections 3-5) and are constants of the
+backward (lif_backward). fast/neuron.py and gpu/neuron.py compute the same numbers faster.
 """
 from __future__ import annotations
 
@@ -342,8 +329,14 @@ def lif_forward(X, lam, rule: Rule, smooth: bool = False, detach_reset: bool = F
 def lif_backward(dS, cache: LIFCache, need_dlam: bool = True):
     """BPTT through lif_forward. dS: [T, B, ...] -> (dX [T, B, ...], dlam 0-d array or None).
 
-    dlam is None when need_dlam is False (a fixed decay). DERIVATIONS.md section 3 derives
-    every line; dv carries dL/dV[t] back from step t + 1 (zero after the last step).
+    With dV[T-1] = 0 and g[t] = window(H[t], theta[t], k[t]) (DERIVATIONS.md section 3):
+
+        dS~[t]  = dS[t] - dV[t] * H[t]             (reset path; dropped when detach_reset)
+        dH[t]   = dS~[t] * g[t] + dV[t] * (1 - S[t])
+        dX[t]   = dH[t],  dV[t-1] = lam * dH[t],  dlam += sum(dH[t] * V[t-1])
+
+    theta[t] and k[t] are constants, except theta through threshold_vjp() when the cache says
+    threshold_grad. dlam is None when need_dlam is False (a fixed decay).
     """
     xp = get_xp(dS)
     c = cache

@@ -1,17 +1,11 @@
 """Spikes and their surrogate gradients (docs/METHOD.md sections 2 and 4).
 
-The spike is a step function of the membrane potential H relative to the threshold theta:
+    S = Heaviside(H - theta)                          (the tie H = theta fires)
+    dS/dH ~ (1 / k) 1[|H - theta| < k / 2]            the rectangular window of width k
 
-    S = Heaviside(H - theta),   Heaviside(z) = 1 if z >= 0 else 0
-
-Its true derivative is zero almost everywhere, so backpropagation replaces dS/dH by a
-rectangular window of width k and height 1/k centred on the threshold:
-
-    dS/dH ~ (1 / k) * 1[ |H - theta| < k / 2 ]
-
-The window is the exact derivative of the "smooth primitive" clip((H - theta) / k + 1/2, 0, 1).
-Running the forward pass with that primitive instead of the step ("smooth mode") gives a
-function whose finite differences equal the window, which is how the tests check BPTT.
+The window is the exact derivative of the smooth primitive clip((H - theta) / k + 1/2, 0, 1);
+a forward pass with that primitive ("smooth mode") has finite differences equal to the window,
+which is how the tests check BPTT.
 """
 from __future__ import annotations
 
@@ -22,7 +16,6 @@ from .backend import get_xp
 
 def heaviside(z):
     """1 where z >= 0, else 0, in z's dtype. The tie z == 0 fires (the released code's `>=`)."""
-    xp = get_xp(z)
     return (z >= 0).astype(z.dtype)
 
 

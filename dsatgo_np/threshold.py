@@ -1,16 +1,11 @@
 """Forward stage of DS-ATGO: the adaptive threshold (AT), docs/METHOD.md section 3.
 
-At every step t, one scalar per layer from the statistics of the whole tensor H[t]
-(all batch elements and all neurons):
+    mu[t] = mean(H[t]),  sigma[t] = std(H[t], ddof=1),  theta[t] = f_c (mu[t] + sigma[t])
 
-    mu[t] = mean(H[t]),  sigma[t] = std(H[t], ddof=1),  theta[t] = f_c * (mu[t] + sigma[t])
-
-If H ~ N(mu, sigma^2) then P(H >= theta) = 1 - Phi(1) = 15.87 % for f_c = 1 (Theorem 1),
-whatever the layer's scale. For inference, a running threshold per step is kept like a
-BatchNorm running statistic: R[t] <- (1 - m) R[t] + m theta[t].
-
-Constant in backward (by default): mu, sigma and theta. The option threshold_grad lets the
-gradient flow through theta via threshold_vjp() (DERIVATIONS.md section 6).
+over the whole layer at step t. If H ~ N(mu, sigma^2), P(H >= theta) = 15.87 % for f_c = 1
+(Theorem 1), whatever the layer's scale. Eval mode uses running thresholds, averaged like
+BatchNorm's statistics. mu, sigma and theta are constants of the backward unless
+threshold_grad (threshold_vjp, DERIVATIONS.md section 6).
 """
 from __future__ import annotations
 

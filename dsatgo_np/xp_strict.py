@@ -1,17 +1,13 @@
 """A strict stand-in for CuPy, backed by NumPy: the GPU code path, checked on any machine.
 
-Its arrays (``ndarray``, wrapping a NumPy array) behave like ``cupy.ndarray`` where a GPU
-program can go wrong while NumPy would let it pass: implicit conversion (``np.asarray(a)``),
-host arrays or lists mixed into an operation, keywords and functions CuPy lacks are refused
-with TypeError; every read back to the host is counted (``count_transfers()``: ``.count``),
-and so are uploads and every operation that would launch work on a GPU (``.uploads``,
-``.operations``). Where CuPy differs from NumPy it follows CuPy: 0-d arrays for scalars and
-``allclose``, wrapped fancy indices, writable broadcast views, other random numbers than
-NumPy's. With a kernel compiler installed (``kernel_compiler``) it runs ElementwiseKernels.
-
-What it cannot show: CuPy's own rounding (a float32 forward on CuPy differs from NumPy by
-about 1e-7: other summation orders in cuBLAS and CuPy's reductions), its speed, and its
-compile errors; tests/test_cupy.py checks those on a real GPU.
+Its arrays behave like ``cupy.ndarray`` where a GPU program can go wrong while NumPy would let
+it pass: implicit conversion, host arrays or lists mixed in, keywords and functions CuPy lacks
+are refused with TypeError; reads back to the host, uploads and every operation that would
+launch GPU work are counted (``count_transfers()``). Where CuPy differs from NumPy it follows
+CuPy: 0-d arrays for scalars and ``allclose``, wrapped fancy indices, writable broadcast views,
+other random numbers. With ``kernel_compiler(...)`` installed it runs ElementwiseKernels.
+What it cannot show: CuPy's own rounding (a float32 forward on CuPy differs from NumPy by about
+1e-7), its speed and its compile errors; tests/test_cupy.py checks those on a real GPU.
 """
 from __future__ import annotations
 

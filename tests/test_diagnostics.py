@@ -29,8 +29,8 @@ H_HAND = [[[0.0, 1.0, 2.0], [0.5, 1.25, -1.0]],
 THETA_HAND, K_HAND = [1.0, 0.5], [1.0, 2.0]
 
 
-def test_layer_stats_hand_made():
-    st_ = dg.layer_stats(make_cache(H_HAND, THETA_HAND, K_HAND))
+def test_step_summary_hand_made():
+    st_ = dg.step_summary(make_cache(H_HAND, THETA_HAND, K_HAND))
     # t=0: H >= 1 at 1.0, 2.0, 1.25 -> 3/6; window |H - 1| < 0.5 holds for 1.0, 1.25 only
     # (0.5 and 1.5 sit on the open boundary and do not count)
     # t=1: H >= 0.5 at 0.5, 3.0, 1.0, 1.5 -> 4/6; |H - 0.5| < 1 for 0.5, 0.0, 1.0 (1.5 on the edge)
@@ -54,7 +54,7 @@ def test_grad_share_matches_elementwise_count(T, n, seed):
     rng = np.random.default_rng(seed)
     H = rng.standard_normal((T, 3, n))
     theta, k = rng.uniform(0, 1.5, T), rng.uniform(0.2, 2, T)
-    got = dg.layer_stats(make_cache(H, theta, k))["grad_share"]
+    got = dg.step_summary(make_cache(H, theta, k))["grad_share"]
     H32, th32, k32 = H.astype(np.float32), theta.astype(np.float32), k.astype(np.float32)
     want = [sum(abs(h - th32[t]) < k32[t] / 2 for h in H32[t].ravel()) / H[t].size
             for t in range(T)]
@@ -76,7 +76,7 @@ def test_recorder_averages_two_updates_weighted_by_batch():
     rec.update(net)
     layer.cache = b
     rec.update(net)
-    sa, sb = dg.layer_stats(a), dg.layer_stats(b)
+    sa, sb = dg.step_summary(a), dg.step_summary(b)
     summary = rec.summary()
     assert list(summary) == ["spike 1"] and summary["spike 1"]["batches"] == 2
     for key in dg.PER_STEP:
@@ -98,7 +98,7 @@ def test_recorder_equal_batches_is_plain_mean():
     layer.cache = b
     rec.update(net)
     got = rec.summary()["spike 1"]
-    sa, sb = dg.layer_stats(a), dg.layer_stats(b)
+    sa, sb = dg.step_summary(a), dg.step_summary(b)
     for key in dg.PER_STEP:
         np.testing.assert_allclose(got[key], (sa[key] + sb[key]) / 2)
 

@@ -247,14 +247,11 @@ def test_threshold_grad_reaches_the_models_backward(method):
     assert np.abs(dxs[1] - dxs[0]).max() > 1e-6
 
 
-def test_split_and_ranges_edges():
-    from dsatgo_np import xp_strict as xs
+def test_split_edges():
     from dsatgo_np.fast import parallel
     assert parallel.split(4, 3) == [(0, 1), (1, 2), (2, 4)]          # grain 1 by default
     assert parallel.split(4, 3, grain=2) == [(0, 2), (2, 4)]
     assert parallel.split(0, 3) == []
-    # arrays of another module than NumPy (the GPU is parallel already): one run over all n
-    assert parallel.ranges(lambda lo, hi: (lo, hi), 5, xp=xs) == [(0, 5)]
 
 
 def test_spiking_layer_errors_name_the_layer():

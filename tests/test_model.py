@@ -1,7 +1,7 @@
 """Whole networks: end-to-end gradients, state dicts, clear errors, and learning on real digits."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import dsatgo_np as dn
@@ -19,7 +19,7 @@ def freeze_thresholds(net, x):
     """Run once, then replay each layer's recorded theta[t] and k[t] (constants in backward)."""
     net.forward(x)
     for m in spiking_layers(net):
-        m.frozen = (m.cache.theta, m.cache.k)
+        m.hold_thresholds(m.cache.theta, m.cache.k)
 
 
 def away_from_kinks(net, margin=1e-4):

@@ -98,8 +98,8 @@ def constants_held(net, live_theta: bool, detach_reset: bool):
                 return rule
             stack.enter_context(mock.patch.object(dn.model, "make_rule", held_k))
         else:                                   # replay both: the model's own mechanism
-            layer.frozen = (theta, k)
-            stack.callback(setattr, layer, "frozen", None)
+            layer.hold_thresholds(theta, k)
+            stack.callback(layer.hold_thresholds)
         if detach_reset:
             # A stop-gradient is not a function of the input: the forward is written out
             # (smooth spikes, METHOD.md section 2) with the reset's spikes replaced by the

@@ -1,20 +1,13 @@
 """Keep freed array memory in the process, so that the next training step reuses it.
 
-glibc's malloc serves every block above its mmap threshold (at most 32 MiB) straight from the
-operating system and hands it back on free. A training step allocates dozens of arrays of that
-size (a CIFAR layer's H and S are 64 MB each at T=4, B=32) and frees them at the end, so
-every step the kernel maps fresh zeroed pages and each first touch of a 4 KiB page faults:
-measured with a 4 M-neuron LIF layer, 62 ms of the neuron's 2-thread forward pass went down to
-39 ms once those blocks stayed in malloc's heap. ``keep_freed_memory()`` raises the mmap
-threshold and the heap's trim threshold to 1 GiB; the peak memory is unchanged (the same
-arrays are alive at the peak), only what is freed is kept for reuse instead of being
-returned. PyTorch's CPU allocator does the equivalent caching.
-
-It changes the policy of the whole process (a notebook that also runs PyTorch gets it too), so
-nothing calls it unless asked: call ``dsatgo_np.fast.allocator.keep_freed_memory()`` or set
-``DSATGO_MALLOC=keep`` before importing dsatgo_np (the training command, a process of its own,
-calls it; ``DSATGO_MALLOC=system`` keeps the system's policy there too). Linux with glibc
-only; elsewhere it does nothing and returns False.
+glibc's malloc returns every block above its mmap threshold to the system on free, so each
+training step maps fresh zeroed pages for its large arrays and faults on every first touch.
+``keep_freed_memory()`` raises the mmap and trim thresholds to 1 GiB (peak memory unchanged;
+what is freed is kept for reuse, as PyTorch's CPU allocator does); docs/PERFORMANCE.md has
+its measured effect. It changes the whole process's policy, so it is opt-in: call it, or set
+``DSATGO_MALLOC=keep`` before importing dsatgo_np (the training command, a process of its
+own, calls it unless ``DSATGO_MALLOC=system``). Linux with glibc only; elsewhere it returns
+False.
 """
 from __future__ import annotations
 

@@ -1,21 +1,12 @@
 """Run independent slices of NumPy work on several CPU cores at once.
 
-NumPy releases the GIL inside its loops over arrays, so Python threads that work on separate
-slices of the same arrays really run side by side, one per core. The engine's fast paths are
-already cut into independent pieces (the neuron's blocks of neurons, BatchNorm's and the
-convolution's chunks of samples); ``ranges(work, n)`` splits ``range(n)`` into one contiguous
-run per thread and calls ``work(lo, hi)`` on each run, in parallel, returning their results in
-order. A thread writes only its own slice of every output, so no locks are needed, and
-element-wise results are the serial ones bit for bit; only a sum of per-thread partial results
-(the convolution's weight gradient) can differ from the serial sum by float round-off.
-
-The number of threads is ``DSATGO_THREADS`` if set, else the number of CPUs this process may
-run on; ``set_threads(n)`` changes it (1 = the plain serial loop, no pool at all). On a GPU
-every fast path is a single slice, so nothing here runs.
-
-A matrix product inside a parallel run would start the BLAS's own threads too: two levels of
-threads competing for the same cores. ``ranges(..., blas=False)`` (what the convolution asks
-for) caps the BLAS at one thread for the duration, through threadpoolctl.
+NumPy releases the GIL inside its loops, so Python threads on separate slices of the same
+arrays run side by side. ``ranges(work, n)`` splits range(n) into one contiguous run per thread
+and calls ``work(lo, hi)`` on each, in parallel; each thread writes only its own slices, so
+element-wise results are the serial ones bit for bit. Threads: ``DSATGO_THREADS`` if set, else
+the CPUs this process may run on; ``set_threads(n)`` changes it (1: no pool at all).
+``ranges(..., blas=False)`` caps the BLAS at one thread meanwhile (threadpoolctl), so that two
+levels of threads do not compete for the same cores.
 """
 from __future__ import annotations
 
@@ -92,17 +83,14 @@ def _blas_one_thread():
     return _blas.limit(limits=1, user_api="blas") if _blas else nullcontext()
 
 
-def ranges(work, n: int, grain: int = 1, blas: bool = True, xp=np):
+def ranges(work, n: int, grain: int = 1, blas: bool = True):
     """[work(lo, hi) for each run of split(n, threads(), grain)], the runs in parallel.
 
     The calling thread does the first run itself. An exception in any run is raised here,
     after every run has finished (no thread is left writing into the caller's arrays). A call
     made from inside a run runs serially: the outer call already holds the threads.
-    With blas=False the BLAS runs on one thread meanwhile. For arrays of another module than
-    NumPy (CuPy: the GPU is parallel already), one run: [work(0, n)].
+    With blas=False the BLAS runs on one thread meanwhile.
     """
-    if xp is not np:
-        return [work(0, n)]
     runs = split(n, threads(), grain)
     if len(runs) <= 1 or getattr(_inside, "run", False):   # nested: the outer call has the threads
         return [work(lo, hi) for lo, hi in split(n, 1, grain)]
@@ -133,7 +121,7 @@ BLAS_THREADED_MACS = 65536 * 4
 BLAS_OWN_MACS = 1 << 25
 
 
-def matmul(a, b, out=None, split: bool = False, xp=np):
+def matmul(a, b, out=None, split: bool = False):
     """a @ b for 2-D arrays, without leaving the BLAS's threads spinning where it can.
 
     OpenBLAS's threads spin for a while after each threaded GEMM, on the cores that this
@@ -150,11 +138,11 @@ def matmul(a, b, out=None, split: bool = False, xp=np):
     M, K = a.shape
     N = b.shape[1]
     macs = M * N * K
-    if xp is not np or macs < BLAS_THREADED_MACS or (macs >= BLAS_OWN_MACS and not split):
-        return xp.matmul(a, b, out=out)
+    if macs < BLAS_THREADED_MACS or (macs >= BLAS_OWN_MACS and not split):
+        return np.matmul(a, b, out=out)
     if not split or threads() == 1:
         with _blas_one_thread():
-            return xp.matmul(a, b, out=out)
+            return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((M, N), dtype=np.result_type(a, b))
     if M >= N:
@@ -172,13 +160,11 @@ def _run_piece(work, lo, hi):
         _inside.run = False
 
 
-def blocks(work, n: int, item_bytes: int, block_bytes: int = 1 << 19, xp=np):
+def blocks(work, n: int, item_bytes: int, block_bytes: int = 1 << 19):
     """work(lo, hi) on consecutive blocks of range(n), each about block_bytes of items of
     item_bytes (at least one item), so that a block's operands stay in cache across the
     several operations of `work`; the blocks are shared between threads. Returns the results
-    in order. On a GPU, one block of everything."""
-    if xp is not np:
-        return [work(0, n)]
+    in order."""
     size = max(1, block_bytes // max(1, item_bytes))
 
     def run(lo, hi):

@@ -1,18 +1,12 @@
-"""Statistics on the GPU in one read: the mean and std of a layer, BatchNorm's channel sums.
+"""threshold.layer_stats and tdBN's channel statistics on the GPU: one read, float64 sums.
 
-threshold.layer_stats (the plain core) asks CuPy for ``mean(h)`` and ``std(h, ddof=1)``:
-several passes over h, float32 sums. Here each value is read once and added in float64:
-
-    stage 1, P threads:  thread i adds d = h[j] - h[0] and d^2 for j = i, i + P, i + 2P, ...
-                         (neighbouring threads read neighbouring values)
+    stage 1, P threads:  thread i adds d = h[j] - h[0] and d^2 for j = i, i + P, ...
     stage 2, F threads:  thread i adds the partial sums i, i + F, ... of stage 1
-    stage 3, 1 thread:   S = sum d, Q = sum d^2 over the F sums of stage 2;
-                         mu = h[0] + S / n,  sigma^2 = (Q - S^2 / n) / (n - 1)   (ddof = 1)
+    stage 3, 1 thread:   mu = h[0] + S / n,  sigma^2 = (Q - S^2 / n) / (n - 1)   (ddof = 1)
 
-Subtracting the first value h[0] (the shifted-data algorithm) keeps Q - S^2 / n free of
-cancellation when |mu| is large against sigma. The sums run in a fixed order: the same
-input gives the same bits at every call. The channel versions do the same per channel of
-[N, C, S] (tdBN's statistics over time, batch and space).
+Subtracting h[0] (the shifted-data algorithm) keeps Q - S^2 / n free of cancellation when |mu|
+is large against sigma; the sums run in a fixed order, so the same input gives the same bits.
+The channel versions do the same per channel of [N, C, S].
 """
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import encode, models
 from ..backend import get_xp, to_numpy
+from ..checkpoint import check_arrays
 from ..model import (AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
                      SEWBlock, Spiking)
 
@@ -365,6 +366,7 @@ def read_safetensors(path):
     except Exception as e:
         raise ValueError(f"{path!r} is not a readable safetensors file ({e}); export it again "
                          "(python -m dsatgo_np.train export CHECKPOINT FILE)") from e
+    check_arrays(tensors, path)
     thresholds = {k[:-len(THRESHOLD_SUFFIX)]: v for k, v in tensors.items()
                   if k.endswith(THRESHOLD_SUFFIX)}
     state = {k: v for k, v in tensors.items() if not k.endswith(THRESHOLD_SUFFIX)}

@@ -19,6 +19,7 @@ import traceback
 
 from . import data
 from .backend import BACKENDS
+from .interop import MissingPackage
 from .runs import RunError, RunFolder
 from .train import (EXIT_CODES, SIGNAL_EXIT, Config, Interrupted, _flag, evaluate_checkpoint,
                     evaluate_net, fit, prog)
@@ -225,11 +226,16 @@ def cmd_export(argv) -> int:
 
 
 def cmd_import(argv) -> int:
-    p = _sub("import", "Turn a network saved in the authors' layout (SRC) into a checkpoint "
-                       "(DST) that evaluate and dn.load read.")
+    p = _sub("import", "Turn a network saved in the authors' layout (SRC, a .safetensors file) "
+                       "into a checkpoint (DST) that evaluate and dn.load read. A .nir file needs "
+                       "no import: evaluate and dn.load read it as it is.")
     p.add_argument("src")
     p.add_argument("dst")
     a = p.parse_args(argv)
+    if a.src.endswith(".nir"):
+        raise ValueError(f"import reads .safetensors files only; {a.src} is a NIR graph, which "
+                         f"needs no import: evaluate it ({prog()} evaluate {a.src}) or load it "
+                         "(dn.load) as it is")
     _interop("official", "cli_import")(a.src, a.dst)
     print(f"wrote {a.dst}")
     return 0
@@ -284,7 +290,7 @@ def _failure(e: BaseException) -> tuple[int, str]:
     if isinstance(e, RunError):
         return e.exit_code, f"error: {e}"
     if isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, MemoryError,
-                      NotADirectoryError, data.DataError, RuntimeError)):
+                      NotADirectoryError, data.DataError, RuntimeError, MissingPackage)):
         return 2, "error: " + str(e).replace("\n", " ")
     if isinstance(e, OSError):
         return 4, f"error: {e}: check the paths, the disk and the permissions"

@@ -307,3 +307,27 @@ def test_resnet19_from_the_command_line_is_the_release_network_and_needs_colour_
         p.data.size for p in models.resnet19(T=2).parameters())
     with pytest.raises(ValueError, match="3-channel"):
         train.build_model(train.Config(model="resnet19"), (1, 28, 28), 10)
+
+
+def test_import_of_a_nir_file_says_it_needs_none(tmp_path, capsys):
+    code = train.main(["import", str(tmp_path / "net.nir"), str(tmp_path / "back.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "import reads .safetensors files only" in err
+    assert "evaluate" in err and "dn.load" in err and "export it again" not in err
+    assert not (tmp_path / "back.npz").exists()
+
+
+@pytest.mark.parametrize("package, dst, install", [
+    ("safetensors", "m.safetensors", "pip install 'dsatgo_np[interop]'"),
+    ("nir", "m.nir", "pip install 'dsatgo_np[nir]'"),
+])
+def test_a_missing_optional_package_is_exit_2_with_the_install_line(tmp_path, capsys,
+                                                                    monkeypatch, package, dst,
+                                                                    install):
+    import sys
+    summary = train.fit(small(tmp_path, epochs=1), verbose=False)
+    monkeypatch.setitem(sys.modules, package, None)            # as if not installed
+    code = train.main(["export", summary["run"], str(tmp_path / dst)])
+    err = capsys.readouterr().err
+    assert code == 2 and install in err and "bug" not in err
+    assert len(err.strip().splitlines()) == 1

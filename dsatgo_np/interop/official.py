@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import MissingPackage
 from .. import encode, models
 from ..backend import get_xp, to_numpy
 from ..checkpoint import check_arrays
@@ -314,8 +315,8 @@ def _safetensors():
         from safetensors import numpy as stnp
         from safetensors import safe_open
     except ImportError as e:
-        raise ImportError("model files need the safetensors package: pip install "
-                          "'dsatgo_np[interop]' (or pip install safetensors)") from e
+        raise MissingPackage("model files need the safetensors package: pip install "
+                             "'dsatgo_np[interop]' (or pip install safetensors)") from e
     return stnp, safe_open
 
 

@@ -109,7 +109,7 @@ def test_existing_run_and_bad_checkpoints(tmp_path, capsys):
     conf["hidden"] = [32]
     json.dump(conf, open(os.path.join(cfg.out, "config.json"), "w"))
     assert train.main(["--resume", cfg.out, "--epochs", "2", "--quiet"]) == 2
-    assert "does not match this model" in capsys.readouterr().err
+    assert "last.npz and config.json disagree on --hidden" in capsys.readouterr().err
 
 
 def test_config_file_and_unknown_keys(tmp_path, capsys):

@@ -137,8 +137,8 @@ class RunFolder:
         elif not os.path.isdir(self.path):
             raise FileNotFoundError(f"no run folder at {self.path}: check the path given to "
                                     "--resume")
-        self._claimed = True
         if fcntl is None:
+            self._claimed = True
             return self
         path = self.file(LOCK)
         for _ in range(1000):
@@ -169,7 +169,7 @@ class RunFolder:
             if self._names(path, fd):
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
-                self._fd = fd
+                self._fd, self._claimed = fd, True
                 return self
             os.close(fd)           # the lock file was removed or replaced: claim it anew
         raise RunError(f"could not claim {self.path}: other processes keep removing and "
@@ -194,13 +194,10 @@ class RunFolder:
             return "unknown"
 
     def release(self):
-        """Give the lock back. A folder left holding nothing but the lock file loses it, and
-        then the folders this process created go too (a command that failed leaves the disk
-        as it found it). Removal happens while the lock is still held, so it never touches a
-        folder that another process has claimed."""
-        if not self._claimed:
-            return
-        self._claimed = False
+        """Give the claim back. A folder left holding nothing but the lock file loses it (only
+        while this process still holds the lock, so never one that another process has
+        claimed), and then the folders this process created go too, when empty: a command
+        that failed leaves the disk as it found it."""
         try:
             if set(os.listdir(self.path)) <= {LOCK}:
                 if self._fd is not None:
@@ -208,9 +205,9 @@ class RunFolder:
                 for d in reversed(self._created):
                     os.rmdir(d)
         except OSError:
-            pass                  # not empty any more (another process's files), or gone
+            pass                  # not empty (another process's files), or gone already
         finally:
-            self._created = []
+            self._created, self._claimed = [], False
             if self._fd is not None:
                 os.close(self._fd)          # closing the descriptor releases the flock
                 self._fd = None

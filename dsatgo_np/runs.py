@@ -309,7 +309,8 @@ class RunFolder:
             except (UnicodeDecodeError, ValueError):
                 row = None
             if not isinstance(row, dict) or not _is_int(row.get("epoch")):
-                raise RunError(f"{path}, line {n}, is not an epoch's row ({line[:40]!r}): "
+                shown = line[:40].decode("utf-8", "replace")
+                raise RunError(f"{path}, line {n}, is not an epoch's row ({shown!r}): "
                                f"nothing was changed; {_ROWS_FIX}")
             rows.append(row)
         return rows, torn

@@ -184,9 +184,10 @@ def config_from_dict(values, source: str, complete: bool = False) -> Config:
         raise ValueError(f"unknown option(s) {unknown} in {source}; known: {sorted(known)}")
     missing = [k for k in known if k not in values]
     if complete and missing:
-        raise RunError(f"{source} lacks the option(s) {', '.join(missing)}: the file is damaged; "
-                       "restore it from a copy of the run (last.npz holds the run's options "
-                       "too, under 'config' in its metadata)")
+        raise RunError(f"{source} lacks the option(s) {', '.join(missing)} (damaged, or "
+                       "written by an older version): add them with the values the run was "
+                       "trained with (last.npz keeps the run's options under 'config' in its "
+                       "metadata), or restore the file from a copy of the run")
     cfg = Config(**values)
     try:
         check_config(cfg)

@@ -55,17 +55,64 @@ def save_npz(path, arrays: dict):
     atomic_write(path, lambda f: np.savez(f, **host))
 
 
+ZIP, HDF5 = (b"PK\x03\x04", b"PK\x05\x06"), b"\x89HDF\r\n\x1a\n"
+
+
+def file_format(path) -> str | None:
+    """What a model file holds, by its first bytes: "npz" (a zip archive: dn.save, the
+    training command), "nir" (HDF5: nir.write), "safetensors" (an 8-byte header length, then
+    a JSON header), or None."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+        size = os.fstat(f.fileno()).st_size
+    if head[:4] in ZIP:
+        return "npz"
+    if head[:8] == HDF5:
+        return "nir"
+    if len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    return None
+
+
 def load_npz(path) -> dict:
-    """Read an .npz written by save_npz, with a clear error for missing or corrupt files."""
+    """Read an .npz written by save_npz, with a clear error for missing or damaged files."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}: check the path or the run folder")
+    kind = file_format(path)
+    if kind is None:
+        raise ValueError(f"{path} is not a model file: its first bytes are not those of an .npz "
+                         "checkpoint, a .safetensors or a .nir file (damaged, or another kind "
+                         "of file); check the path, or use another checkpoint of the run")
+    if kind != "npz":
+        raise ValueError(f"{path} is a .{kind} file, not an .npz checkpoint: read it with "
+                         "dn.load, which reads .npz, .safetensors and .nir files and run folders")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except Exception as e:
-        raise ValueError(f"checkpoint {path!r} is corrupt or not an .npz file ({e}); "
-                         "delete it and use another checkpoint of the run") from e
+        raise ValueError(f"checkpoint {path!r} is damaged ({type(e).__name__}: {e}): use "
+                         "another checkpoint of the run (last.npz or best.npz)") from e
+
+
+def check_arrays(arrays: dict, path) -> dict:
+    """Refuse arrays read from a file that no network could hold: not real numbers, NaN or
+    inf, a negative BatchNorm variance (keys ending in running_var). Names the file and the
+    entry. Returns ``arrays``."""
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: the entry {key!r} has dtype {value.dtype}, not real "
+                             "numbers: the file is damaged or was not written by dsatgo_np")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int(np.count_nonzero(~np.isfinite(value)))
+            raise ValueError(f"{path}: the entry {key!r} holds {bad} NaN or infinite value(s): "
+                             "the file is damaged, or was saved from a diverged network; use "
+                             "another checkpoint")
+        if key.endswith("running_var") and value.size and value.min() < 0:
+            raise ValueError(f"{path}: the BatchNorm variance {key!r} holds a negative value "
+                             f"({value.min():g}): the file is damaged; use another checkpoint")
+    return arrays
 
 
 def save_checkpoint(path, model, optimizer=None, meta: dict | None = None):
@@ -78,7 +125,8 @@ def save_checkpoint(path, model, optimizer=None, meta: dict | None = None):
 
 
 def read_checkpoint(path):
-    """-> (model_state, optim_state, meta). Clear errors for missing, corrupt or foreign files."""
+    """-> (model_state, optim_state, meta). Clear errors for missing, damaged or foreign files;
+    every array is checked (check_arrays) before it is returned."""
     arrays = load_npz(path)
     if "meta" not in arrays:
         raise ValueError(f"{path} is an .npz file but not a dsatgo_np checkpoint (no 'meta' entry)")
@@ -89,6 +137,7 @@ def read_checkpoint(path):
                          "use another checkpoint of the run") from e
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: its metadata is not a JSON object; the file is damaged")
+    check_arrays({k: v for k, v in arrays.items() if k != "meta"}, path)
     model = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
     optim = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
     return model, optim, meta
@@ -144,16 +193,46 @@ def _resolve(path) -> str:
 
 
 def load(path, backend: str = "numpy"):
-    """The network saved at ``path`` (a run folder: its best.npz, else last.npz; or a checkpoint
-    file written by the training command or by :func:`save`), in eval mode, so that it predicts
-    with its running thresholds and BatchNorm statistics; on ``backend`` ("numpy" or "cupy").
+    """The network saved at ``path``, in eval mode, so that it predicts with its running
+    thresholds and BatchNorm statistics; on ``backend`` ("numpy" or "cupy"). ``path`` is a run
+    folder (its best.npz, else last.npz), a checkpoint written by the training command or by
+    :func:`save`, a .safetensors file (dn.interop.official.save_safetensors, or `export`) or
+    a .nir file (`export`, or any feed-forward NIR graph that dn.interop.nirgraph.from_nir
+    reads); the format is told by the file's first bytes, not its name.
     """
     return load_with_meta(path, backend)[0]
 
 
 def load_with_meta(path, backend: str = "numpy"):
-    """(network, metadata) of :func:`load`; the metadata as the checkpoint stored it."""
+    """(network, metadata) of :func:`load`. The metadata of a checkpoint as it stored it; of a
+    .safetensors or .nir file written by `export`, the same keys where the file records them
+    (config.dataset, test_acc, epoch)."""
     path = _resolve(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}: check the path")
+    kind = file_format(path)
+    if kind == "safetensors":
+        from .interop import official
+        net = official.load_safetensors(path)
+        try:
+            run = json.loads(official.read_safetensors(path)[2].get("run", "{}"))
+        except ValueError:                       # a foreign file's own "run" entry
+            run = {}
+        run = run if isinstance(run, dict) else {}
+        meta = {k: run[k] for k in ("test_acc", "epoch") if k in run}
+        if run.get("dataset"):
+            meta["config"] = dict(dataset=run["dataset"])
+        return net.to(backend).eval(), meta
+    if kind == "nir":
+        from .interop import nirgraph
+        net = nirgraph.load_file(path)
+        recorded = getattr(net, "metadata", None) or {}
+        meta = {}
+        if "source_test_acc" in recorded:
+            meta["test_acc"] = float(recorded["source_test_acc"])
+        if recorded.get("dataset"):
+            meta["config"] = dict(dataset=str(recorded["dataset"]))
+        return net.to(backend).eval(), meta
     state, _, meta = read_checkpoint(path)
     recipe = meta.get("model")
     if recipe is not None:

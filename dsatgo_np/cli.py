@@ -19,9 +19,10 @@ import traceback
 
 from . import data
 from .backend import BACKENDS
+from .interop import MissingPackage
 from .runs import RunError, RunFolder
-from .train import (EXIT_CODES, SIGNAL_EXIT, Config, Interrupted, _flag, evaluate_checkpoint,
-                    evaluate_net, fit, prog)
+from .train import (EXIT_CODES, SIGNAL_EXIT, Config, Interrupted, _flag, config_from_dict,
+                    evaluate_checkpoint, evaluate_net, fit, prog)
 
 
 HELP = {
@@ -63,17 +64,40 @@ def _item(text):
     return text if text == "P" else int(text)
 
 
+class UsageError(ValueError):
+    """A command line that argparse refuses: one line, with a pointer to --help."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors end in one line (the problem and where --help is) instead of
+    the whole usage."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _nonempty(text: str) -> str:
+    """A path argument: an empty string would silently mean 'the default'."""
+    if not text:
+        raise argparse.ArgumentTypeError("needs a path, got an empty string")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=prog(),
         description="Train a spiking network with DS-ATGO (or a baseline) and report test "
                     "accuracy, firing rates and gradient-window shares. Subcommands: "
                     "'evaluate PATH', 'plot RUN_DIR', 'export SRC DST', 'import SRC DST' "
                     "(each with --help).",
         epilog=_exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="JSON file of options (command-line flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR "
-                   "(its own options; flags such as --epochs override them)")
+    p.add_argument("--config", type=_nonempty,
+                   help="JSON file of options (command-line flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", type=_nonempty,
+                   help="continue the run saved in RUN_DIR with its own options; --epochs, "
+                   "--lr, --momentum, --weight-decay, --schedule, --label-smoothing, --augment, "
+                   "--backend, --data-dir, --diag-every and --plots may change, the others "
+                   "(network, data, batches, seed, optimizer) are the run's")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     defaults = Config()
@@ -88,41 +112,44 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(_flag(f.name), nargs="+", type=_item, **kw)
         elif f.name == "backend":
             p.add_argument(_flag(f.name), choices=BACKENDS, **kw)
+        elif f.name in NO_DEFAULT:
+            p.add_argument(_flag(f.name), type=_nonempty, **kw)
         else:
             p.add_argument(_flag(f.name), type=type(default), **kw)
     return p
 
 
 def config_from_args(args) -> Config:
+    """The run's options: a --config file's (or, for --resume, the run's config.json, which
+    must hold every option), then the flags given."""
     values = {}
     if args.resume and (args.config or args.out):
         raise ValueError("--resume RUN_DIR takes the run's own config.json and folder: drop "
                          "--config and --out")
     if args.config:
         try:
-            with open(args.config) as f:
-                values = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read the config file {args.config}: {e}") from e
+            with open(args.config, "rb") as f:
+                values = json.loads(f.read().decode("utf-8"))
+        except OSError as e:
+            raise ValueError(f"cannot read the config file {args.config}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(f"the config file {args.config} is not UTF-8 text ({e.reason} at "
+                             f"byte {e.start})") from e
+        except ValueError as e:
+            raise ValueError(f"the config file {args.config} is not valid JSON ({e})") from e
+        config_from_dict(values, f"the config file {args.config}")   # unknown keys, types
     if args.resume:
-        path = os.path.join(args.resume, "config.json")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{args.resume} is not a run folder (no config.json)")
-        try:
-            with open(path) as f:
-                values = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read {path}: {e}; the run folder is damaged") from e
-    if not isinstance(values, dict):
-        raise ValueError("a config file must hold one JSON object of options")
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} in the config; known: {sorted(known)}")
-    for name in known:
-        v = getattr(args, name, None)
+        folder = RunFolder(args.resume)
+        if not os.path.isdir(folder.path):
+            raise FileNotFoundError(f"no run folder at {args.resume}: check the path given "
+                                    "to --resume")
+        if os.path.lexists(folder.file("config.json")):   # else fit says why, under the lock
+            values = dataclasses.asdict(config_from_dict(
+                folder.read_config(), folder.file("config.json"), complete=True))
+    for f in dataclasses.fields(Config):
+        v = getattr(args, f.name, None)
         if v is not None:
-            values[name] = v
+            values[f.name] = v
     if args.resume:
         values["out"] = args.resume           # the folder given is the folder used
     return Config(**values)
@@ -144,9 +171,8 @@ def _interop(module: str, function: str):
 
 
 def _sub(name: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"{prog()} {name}", description=description,
-                                epilog=_exit_codes_text(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=f"{prog()} {name}", description=description, epilog=_exit_codes_text(),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     return p
 
@@ -194,7 +220,7 @@ def cmd_plot(argv) -> int:
     folder = RunFolder(a.run_dir)
     if not os.path.exists(folder.file("metrics.jsonl")):
         raise FileNotFoundError(f"{a.run_dir} has no metrics.jsonl: is it a run folder?")
-    if not folder.read_rows():
+    if not folder.read_rows()[0]:
         raise ValueError(f"{a.run_dir}/metrics.jsonl holds no finished epoch: train (or "
                          "--resume) the run for at least one epoch first")
     try:
@@ -225,11 +251,16 @@ def cmd_export(argv) -> int:
 
 
 def cmd_import(argv) -> int:
-    p = _sub("import", "Turn a network saved in the authors' layout (SRC) into a checkpoint "
-                       "(DST) that evaluate and dn.load read.")
+    p = _sub("import", "Turn a network saved in the authors' layout (SRC, a .safetensors file) "
+                       "into a checkpoint (DST) that evaluate and dn.load read. A .nir file needs "
+                       "no import: evaluate and dn.load read it as it is.")
     p.add_argument("src")
     p.add_argument("dst")
     a = p.parse_args(argv)
+    if a.src.endswith(".nir"):
+        raise ValueError(f"import reads .safetensors files only; {a.src} is a NIR graph, which "
+                         f"needs no import: evaluate it ({prog()} evaluate {a.src}) or load it "
+                         "(dn.load) as it is")
     _interop("official", "cli_import")(a.src, a.dst)
     print(f"wrote {a.dst}")
     return 0
@@ -249,21 +280,21 @@ COMMANDS = {"evaluate": cmd_evaluate, "plot": cmd_plot, "export": cmd_export,
 
 
 def _on_sigterm(signum, frame):
-    raise Interrupted(signum)
+    raise Interrupted(signum, started=False)      # fit says otherwise once it has written
 
 
 def main(argv=None) -> int:
     """The command line; returns the exit code (EXIT_CODES) instead of raising."""
-    if argv is None:          # a process of its own: keep freed arrays for the next step
-        from .fast import allocator
-        allocator.keep_freed_memory()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)   # outside the loop: stop, exit 143
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    command = COMMANDS.get(argv[0]) if argv else None
-    rest = argv[1:] if command else argv
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)   # outside the loop: stop, exit 143
     try:
-        return (command or cmd_train)(rest)
+        if own_process:          # a process of its own: keep freed arrays for the next step
+            from .fast import allocator
+            allocator.keep_freed_memory()
+        command = COMMANDS.get(argv[0]) if argv else None
+        return (command or cmd_train)(argv[1:] if command else argv)
     except BaseException as e:   # every failure: one line naming the problem and the fix
         if isinstance(e, SystemExit):
             raise
@@ -279,12 +310,16 @@ def main(argv=None) -> int:
 def _failure(e: BaseException) -> tuple[int, str]:
     if isinstance(e, KeyboardInterrupt):
         signum = getattr(e, "signum", signal.SIGINT)
-        return SIGNAL_EXIT.get(signum, 130), ("stopped at once: the run folder keeps its last "
-                                              "saved checkpoint; --resume continues from it")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if isinstance(e, Interrupted) and e.started:
+            return SIGNAL_EXIT.get(signum, 130), (f"stopped at once ({name}): the run folder "
+                                                  "keeps its last saved checkpoint; --resume "
+                                                  "continues from it")
+        return SIGNAL_EXIT.get(signum, 130), f"stopped ({name}) before anything was written"
     if isinstance(e, RunError):
         return e.exit_code, f"error: {e}"
     if isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, MemoryError,
-                      NotADirectoryError, data.DataError, RuntimeError)):
+                      NotADirectoryError, data.DataError, RuntimeError, MissingPackage)):
         return 2, "error: " + str(e).replace("\n", " ")
     if isinstance(e, OSError):
         return 4, f"error: {e}: check the paths, the disk and the permissions"

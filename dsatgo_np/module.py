@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from .backend import get_backend, get_xp, to_device, to_numpy
 
 
@@ -127,7 +129,8 @@ class Module:
         return state
 
     def load_state_dict(self, state: dict):
-        """Copy arrays into this model; every entry must be present with the right shape."""
+        """Copy arrays into this model; every entry must be present with the right shape and
+        hold finite real numbers in the model's dtype."""
         own = dict(self.named_parameters())
         bufs = {name: None for name, _ in self.named_buffers()}
         expected = list(own) + list(bufs)
@@ -136,6 +139,7 @@ class Module:
         if missing or unexpected:
             raise ValueError("state dict does not fit this model (another architecture, "
                              f"method or T?): missing {missing[:6]}, unexpected {unexpected[:6]}")
+        new = {}             # every entry checked before any is copied in
         for name in expected:
             value = to_numpy(state[name])
             if value.dtype.kind not in "biuf":              # complex, strings, objects
@@ -147,11 +151,19 @@ class Module:
                 raise ValueError(f"state dict entry {name!r} has shape {value.shape}, the model "
                                  f"expects {tuple(current.shape)}: was it saved from another "
                                  "architecture or another T?")
-            new = to_device(value, get_xp(current)).astype(current.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):     # reported just below
+                cast = value.astype(current.dtype)                  # a copy
+            if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+                # checked after the cast: 1e300 is finite in float64 and inf in float32
+                raise ValueError(f"state dict entry {name!r} holds NaN or infinite values (in "
+                                 f"{current.dtype}): a network holds finite numbers only; was "
+                                 "it saved from a diverged run?")
+            new[name] = (holder, key, to_device(cast, get_xp(current)))
+        for holder, key, value in new.values():
             if key in holder._params:
-                holder._params[key].data = new.copy()
+                holder._params[key].data = value
             else:
-                holder._buffers[key] = new.copy()
+                holder._buffers[key] = value
         return self
 
     def _locate(self, name: str):

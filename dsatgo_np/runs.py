@@ -7,11 +7,16 @@ best.npz and plots/. What this module guarantees:
   stored in config.json is never read back.
 - One writer at a time: a run holds an OS lock (``fcntl.flock``) on ``<folder>/.lock`` while it
   writes; the lock goes with the process, however it ends (even SIGKILL). A second run gets
-  :class:`RunBusy` naming the holder's PID.
-- metrics.jsonl and last.npz agree: an epoch's row is appended before its checkpoint is saved,
-  and on resume every row past the checkpoint's epoch is dropped (a row the checkpoint knows but
-  the file lost is restored from the checkpoint). Temporaries of an interrupted save
-  (``*.tmp``) are removed at the start.
+  :class:`RunBusy` naming the holder's PID. The claim is atomic: the lock is taken on the
+  file that the path names at that moment (checked after locking), and a folder is only ever
+  removed by the process that holds its lock, so no interleaving of starts gives two writers.
+- Nothing of the run is read or written through a symbolic link: a link among its files is
+  refused, so a run never writes outside its folder.
+- metrics.jsonl and last.npz agree: an epoch's row is appended before its checkpoint is saved.
+  On resume :func:`reconcile_rows` checks every row (JSON, epochs 1, 2, ... in order) against
+  the checkpoint; it repairs only what a stop can leave (half a row at the end, the row of an
+  epoch whose checkpoint was not saved, the checkpoint's own row lost) and reports anything
+  else, changing nothing. Temporaries of an interrupted save (``*.tmp``) are removed.
 - Files follow the umask. Every OSError while writing becomes :class:`RunIOError`, whose
   message names the file and the fix.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import sys
 
@@ -32,6 +38,7 @@ except ImportError:             # not on POSIX: no lock, everything else works
 
 CONFIG, METRICS, LAST, BEST, LOCK = "config.json", "metrics.jsonl", "last.npz", "best.npz", ".lock"
 RUN_FILES = (CONFIG, METRICS, LAST, BEST)
+OWN = RUN_FILES + (LOCK, "plots")       # never followed when they are symbolic links
 
 
 class RunError(Exception):
@@ -75,69 +82,162 @@ def writing(path):
         raise RunIOError(f"cannot write {path} ({e.strerror or e}): {fix}") from e
 
 
+def _make_dirs(path: str) -> list:
+    """Create ``path`` and its missing parents, one os.mkdir each; return the folders this call
+    created, outermost first (only those may be removed again, and only when empty)."""
+    missing, p = [], path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    created = []
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+            created.append(d)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), d) from None
+    return created
+
+
 class RunFolder:
     """One run folder, by absolute path."""
 
     def __init__(self, path):
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self._fd = None
+        self._claimed = False
+        self._created = []
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def holds_run(self) -> bool:
-        return any(os.path.exists(self.file(f)) for f in RUN_FILES)
+    @property
+    def claimed(self) -> bool:
+        """Whether this object holds the folder's claim (claim() until release())."""
+        return self._claimed
 
-    # --- the lock ---------------------------------------------------------------------------
-    def acquire(self):
-        """Take the folder's lock or raise RunBusy with the holder's PID."""
+    def holds_run(self) -> bool:
+        return any(os.path.lexists(self.file(f)) for f in RUN_FILES)
+
+    # --- the claim --------------------------------------------------------------------------
+    def claim(self, create: bool = False) -> "RunFolder":
+        """Take the folder's lock, creating the folder (and its missing parents) first when
+        ``create``; raise RunBusy naming the holder's PID when another process has it.
+
+        Race-free: the lock file is opened (created if missing, never through a link), locked,
+        and then checked to be the file the path still names; a folder removed or re-created
+        in between by another process's clean-up makes this call start over."""
+        if create:
+            with writing(self.path):
+                self._created = _make_dirs(self.path)
+        elif not os.path.isdir(self.path):
+            raise FileNotFoundError(f"no run folder at {self.path}: check the path given to "
+                                    "--resume")
         if fcntl is None:
-            return
+            self._claimed = True
+            return self
         path = self.file(LOCK)
-        with writing(path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        for _ in range(1000):
             try:
-                with open(path) as f:
-                    holder = f.read().strip() or "unknown"
-            except OSError:
-                holder = "unknown"
-            raise RunBusy(f"{self.path} is in use by another training run (PID {holder}): wait "
-                          "for it to finish or stop it, or choose another --out") from None
-        except OSError as e:     # a file system without locks (some network mounts)
-            print(f"warning: cannot lock {path} ({e.strerror or e}); running without the guard "
-                  "against a second run in the same folder", file=sys.stderr)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            except FileNotFoundError:             # the folder went away under us
+                if not create:
+                    raise FileNotFoundError(f"no run folder at {self.path}: it was "
+                                            "removed") from None
+                with writing(self.path):
+                    self._created += _make_dirs(self.path)
+                continue
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise self._link_error(LOCK) from None
+                with writing(path):
+                    raise
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunBusy(f"{self.path} is in use by another training run (PID "
+                              f"{self._holder()}): wait for it to finish or stop it, or choose "
+                              "another --out") from None
+            except OSError as e:     # a file system without locks (some network mounts)
+                print(f"warning: cannot lock {path} ({e.strerror or e}); running without the "
+                      "guard against a second run in the same folder", file=sys.stderr)
+            if self._names(path, fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd, self._claimed = fd, True
+                return self
+            os.close(fd)           # the lock file was removed or replaced: claim it anew
+        raise RunError(f"could not claim {self.path}: other processes keep removing and "
+                       "re-creating it; choose another --out")
+
+    @staticmethod
+    def _names(path: str, fd: int) -> bool:
+        """True when ``path`` is, right now, the file open as ``fd``."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        own = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+    def _holder(self) -> str:
+        try:
+            fd = os.open(self.file(LOCK), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd) as f:
+                return f.read().strip() or "unknown"
+        except (OSError, ValueError):
+            return "unknown"
 
     def release(self):
-        if self._fd is not None:
-            os.close(self._fd)          # closing the descriptor releases the flock
-            self._fd = None
+        """Give the claim back. A folder left holding nothing but the lock file loses it (only
+        while this process still holds the lock, so never one that another process has
+        claimed), and then the folders this process created go too, when empty: a command
+        that failed leaves the disk as it found it."""
+        try:
+            if set(os.listdir(self.path)) <= {LOCK}:
+                if self._fd is not None:
+                    os.remove(self.file(LOCK))
+                for d in reversed(self._created):
+                    os.rmdir(d)
+        except OSError:
+            pass                  # not empty (another process's files), or gone already
+        finally:
+            self._created, self._claimed = [], False
+            if self._fd is not None:
+                os.close(self._fd)          # closing the descriptor releases the flock
+                self._fd = None
 
     def __enter__(self):
-        self.acquire()
+        if not self._claimed:
+            self.claim()
         return self
 
     def __exit__(self, *exc):
         self.release()
 
-    def remove_if_unused(self):
-        """Remove the folder when it holds nothing but the lock file (a run that failed before
-        writing anything must not leave an empty folder behind)."""
-        try:
-            if set(os.listdir(self.path)) <= {LOCK}:
-                if os.path.exists(self.file(LOCK)):
-                    os.remove(self.file(LOCK))
-                os.rmdir(self.path)
-        except OSError:
-            pass
-
     # --- files ------------------------------------------------------------------------------
+    def _link_error(self, name: str) -> RunError:
+        path = self.file(name)
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return RunError(f"{path} is a symbolic link (to {target}); a run writes only its own "
+                        f"files: replace the link by a copy of the file (cp --remove-destination "
+                        f"{target} {path}) or remove it")
+
+    def check_links(self):
+        """Refuse a run whose files (or plots/) are symbolic links: writing through them would
+        change files outside the folder."""
+        for name in OWN:
+            if os.path.islink(self.file(name)):
+                raise self._link_error(name)
+
     def remove_temporaries(self) -> list:
         """Delete what an interrupted atomic save leaves: '<file>.<random>.tmp' (and the
         'tmp*.npz.tmp' of earlier versions). Returns the names removed."""
@@ -150,74 +250,212 @@ class RunFolder:
                 removed.append(name)
         return removed
 
+    def _read(self, name: str) -> bytes:
+        """The bytes of one of the run's files, never through a link."""
+        try:
+            fd = os.open(self.file(name), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise self._link_error(name) from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+
+    def read_config(self) -> dict:
+        """config.json as a dict; RunError naming the file when it is not a JSON object in
+        UTF-8 (the caller checks its options)."""
+        path = self.file(CONFIG)
+        try:
+            values = json.loads(self._read(CONFIG).decode("utf-8"))
+        except FileNotFoundError:
+            if self.holds_run():
+                raise RunError(f"{self.path} has no config.json but holds a run's files: the "
+                               "run's options are lost; restore config.json from a copy of the "
+                               "run") from None
+            raise RunError(f"{self.path} holds no run: the run that created it stopped before "
+                           "it began (no config.json); start it again with --out "
+                           f"{self.path} and its options") from None
+        except UnicodeDecodeError as e:
+            raise RunError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file "
+                           "is damaged; restore it from a copy of the run") from None
+        except ValueError as e:
+            raise RunError(f"{path} is not valid JSON ({e}): the file is damaged; restore it "
+                           "from a copy of the run") from None
+        if not isinstance(values, dict):
+            raise RunError(f"{path} holds no JSON object of options: the file is damaged; "
+                           "restore it from a copy of the run")
+        return values
+
     def write_config(self, config: dict):
         text = (json.dumps(config, indent=2) + "\n").encode()
         with writing(self.file(CONFIG)):
             atomic_write(self.file(CONFIG), lambda f: f.write(text))
 
-    def read_rows(self) -> list:
-        """The rows of metrics.jsonl up to the first line that is not a whole JSON row (a kill
-        during an append leaves half a line)."""
-        rows = []
+    def read_rows(self) -> tuple[list, bool]:
+        """-> (rows, torn): every whole line of metrics.jsonl as a row, and whether bytes
+        without a final newline follow them (an append cut short by a kill). A whole line
+        that is not a JSON object with an integer "epoch" raises RunError naming its line."""
+        path = self.file(METRICS)
         try:
-            with open(self.file(METRICS)) as f:
-                for line in f:
-                    if not line.endswith("\n"):
-                        break
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        break
-                    if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                        break
-                    rows.append(row)
+            data = self._read(METRICS)
         except FileNotFoundError:
-            pass
-        return rows
+            return [], False
+        lines = data.split(b"\n")
+        torn = lines.pop() != b""              # what follows the last newline
+        rows = []
+        for n, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                row = None
+            if not isinstance(row, dict) or not _is_int(row.get("epoch")):
+                shown = line[:40].decode("utf-8", "replace")
+                raise RunError(f"{path}, line {n}, is not an epoch's row ({shown!r}): "
+                               f"nothing was changed; {_ROWS_FIX}")
+            rows.append(row)
+        return rows, torn
 
-    def sync_rows(self, epochs_done: int, saved_row: dict | None = None) -> list:
-        """Make metrics.jsonl hold exactly one row for each epoch 1..epochs_done, as far as it
-        knows them: rows past the checkpoint are dropped, a duplicated epoch keeps its first
-        row, the checkpoint's own row fills in a lost last row. Rewritten only if it changes."""
-        rows = self.read_rows()
-        kept, seen = [], set()
-        for row in rows:
-            if row["epoch"] <= epochs_done and row["epoch"] not in seen:
-                kept.append(row)
-                seen.add(row["epoch"])
-        if saved_row is not None and saved_row.get("epoch") == epochs_done \
-                and epochs_done not in seen:
-            kept.append(saved_row)
-        if kept == rows and self._whole_file(len(rows)):
-            return kept
-        text = "".join(json.dumps(r) + "\n" for r in kept).encode()
+    def write_rows(self, rows: list):
+        text = "".join(json.dumps(r) + "\n" for r in rows).encode()
         with writing(self.file(METRICS)):
             atomic_write(self.file(METRICS), lambda f: f.write(text))
-        return kept
-
-    def _whole_file(self, n_rows: int) -> bool:
-        """True when metrics.jsonl has exactly n_rows lines (no half line after them)."""
-        try:
-            with open(self.file(METRICS), "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return n_rows == 0
-        return data.count(b"\n") == n_rows and (not data or data.endswith(b"\n"))
 
     def append_row(self, row: dict) -> int:
-        """Append one epoch's row; returns the file's size before, for truncate_rows."""
+        """Append one epoch's row (never through a link); returns the file's size before, for
+        truncate_rows."""
         path = self.file(METRICS)
         with writing(path):
-            size = os.path.getsize(path) if os.path.exists(path) else 0
-            with open(path, "a") as f:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            with os.fdopen(fd, "w") as f:
+                size = os.fstat(fd).st_size
                 f.write(json.dumps(row) + "\n")
                 f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
         return size
 
     def truncate_rows(self, size: int):
         """Undo an append_row whose checkpoint could not be saved (best effort)."""
         try:
-            os.truncate(self.file(METRICS), size)
+            fd = os.open(self.file(METRICS), os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
         except OSError:
             pass
+
+
+_ROWS_FIX = ("metrics.jsonl must hold one JSON row per finished epoch, epochs 1, 2, ... in "
+             "order: repair the file or restore it from a copy of the run")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _same_row(a: dict, b: dict) -> bool:
+    """Rows are equal as JSON (NaN == NaN here, unlike in Python)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _test_acc(row: dict, path: str) -> float:
+    acc = row.get("test_acc")
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not math.isfinite(acc):
+        raise RunError(f"{path}: the row of epoch {row['epoch']} has no test accuracy "
+                       f"({acc!r}): nothing was changed; {_ROWS_FIX}")
+    return float(acc)
+
+
+def reconcile_rows(rows: list, torn: bool, epoch: int, saved_row, best: float, path: str):
+    """Check metrics.jsonl's rows against a checkpoint at ``epoch`` (its finished epochs),
+    whose own row is ``saved_row`` (None for a checkpoint saved inside an epoch) and whose
+    best test accuracy so far is ``best`` (-1 before the first epoch).
+
+    Returns (rows to keep, the row dropped past the checkpoint or None, whether metrics.jsonl
+    must be rewritten). The repairs are exactly what a stop can leave behind: half a row at
+    the end (a kill during an append), one row past the checkpoint (a stop between an
+    epoch's row and its checkpoint: that epoch is trained again, to the same row), and the
+    checkpoint's own row missing at the end (restored from the checkpoint). Anything else
+    (a gap, a duplicate, an epoch out of order, rows the checkpoint does not know, a row or
+    best accuracy that differs from the checkpoint's) raises RunError: a valid row is never
+    dropped."""
+    for n, row in enumerate(rows, 1):
+        if row["epoch"] != n:
+            raise RunError(f"{path}, line {n}, holds epoch {row['epoch']} where epoch {n} "
+                           f"belongs: nothing was changed; {_ROWS_FIX}")
+    have = len(rows)
+    if have > epoch + 1:
+        raise RunError(f"{path} has rows up to epoch {have}, but last.npz has finished only "
+                       f"{epoch} epoch(s): last.npz is older than the log (copied from another "
+                       "run or an earlier state?); nothing was changed: restore the run's own "
+                       "last.npz, or start a new run with --out")
+    past = rows[epoch] if have == epoch + 1 else None
+    kept = rows[:epoch]
+    if have == epoch - 1 and saved_row is not None and saved_row.get("epoch") == epoch:
+        kept = rows + [saved_row]               # the checkpoint's row, lost from the file
+    elif have < epoch:
+        raise RunError(f"{path} lacks the rows of epochs {have + 1} to {epoch}, which last.npz "
+                       "has trained: nothing was changed; restore metrics.jsonl from a copy of "
+                       "the run, or start a new run with --out")
+    if saved_row is not None and epoch >= 1 and not _same_row(kept[epoch - 1], saved_row):
+        raise RunError(f"{path}: the row of epoch {epoch} differs from the one last.npz saved "
+                       "with it: last.npz comes from another run; nothing was changed: restore "
+                       "the run's own last.npz, or start a new run with --out")
+    logged = max((_test_acc(r, path) for r in kept), default=-1.0)
+    if logged != best:
+        raise RunError(f"{path}'s best test accuracy ({logged}) differs from last.npz's "
+                       f"({best}): the two come from different runs; nothing was changed: "
+                       "restore the run's own files, or start a new run with --out")
+    rewrite = torn or past is not None or len(kept) != have
+    return kept, past, rewrite
+
+
+def check_best(folder: RunFolder, epoch: int, kept: list, past, last_is_epoch_end: bool):
+    """Check best.npz against the rows: it must hold the first epoch with the best test
+    accuracy among the kept rows, or the epoch being committed when a stop came between its
+    best.npz and its last.npz (one past the checkpoint, better than every kept row).
+
+    Returns None when it does, "rewrite" when it does not but the best epoch is the
+    checkpoint's own epoch (last.npz then holds that network: write best.npz from it), or a
+    warning when best.npz is missing and no other file holds the best network. Raises
+    RunError, changing nothing, for a best.npz that is damaged or from another epoch or run
+    and cannot be rebuilt."""
+    from .checkpoint import read_checkpoint
+    path = folder.file(BEST)
+    accs = [_test_acc(r, folder.file(METRICS)) for r in kept]
+    top = max(accs, default=-1.0)
+    k = accs.index(top) + 1 if accs else None          # the first epoch with the top accuracy
+    if not os.path.lexists(path):
+        problem = None
+    else:
+        try:
+            _, _, meta = read_checkpoint(path)
+        except (ValueError, TypeError, OSError) as e:
+            problem = str(e)
+        else:
+            b, acc = meta.get("epoch"), meta.get("test_acc")
+            ahead = (b == epoch + 1 and _is_real(acc) and acc > top
+                     and (past is None or past.get("test_acc") == acc))
+            if (k is not None and b == k and acc == top) or ahead:
+                return None
+            problem = (f"{path} holds epoch {b!r} (test accuracy {acc!r}), but the run's best "
+                       f"is epoch {k} ({top})" if k is not None else
+                       f"{path} holds epoch {b!r}, but the run has no finished epoch")
+    if k is None:
+        if problem is None:
+            return None
+        raise RunError(f"{problem}: it does not belong to this run; nothing was changed: move "
+                       f"it away (mv {path} {path}.old), and the first epoch writes a new one")
+    if k == epoch and last_is_epoch_end:
+        return "rewrite"
+    if problem is None:
+        return (f"warning: {folder.path} has no best.npz, and no other file holds its best "
+                f"epoch ({k}, test accuracy {100 * top:.2f} %): evaluate and dn.load use "
+                "last.npz until an epoch does better")
+    raise RunError(f"{problem}; no other file holds epoch {k}'s network, so nothing was "
+                   f"changed: restore best.npz from a copy of the run, or move it away (mv "
+                   f"{path} {path}.old) to go on without it")
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -15,6 +15,7 @@ epoch, so --resume continues exactly where it stopped. Exit codes: see EXIT_CODE
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -32,23 +33,28 @@ from tqdm.auto import tqdm
 
 from . import data, diagnostics, encode, losses, models, optim
 from .backend import BACKENDS, get_backend, to_numpy
-from .checkpoint import load_model_state, model_meta, read_checkpoint, save_checkpoint
+from .checkpoint import (load_model_state, load_npz, model_meta, read_checkpoint,
+                         save_checkpoint, save_npz)
 from .neuron import METHODS
-from .runs import BEST, LAST, Diverged, RunError, RunFolder, writing  # noqa: F401 (RunError: API)
+from .runs import (BEST, CONFIG, LAST, METRICS, Diverged, RunError, RunFolder,  # noqa: F401
+                   check_best, reconcile_rows, writing)
 
 MODELS = ("mlp", "cnn", "vgg", "sew-resnet", "resnet19")
 
 EXIT_CODES = {
     0: "finished (or nothing left to do)",
     1: "internal error: a bug; rerun with --debug and report the traceback",
-    2: "bad options or input: an option, the config file, the data, a checkpoint, or a run "
-       "folder that holds another run or is in use by one",
+    2: "bad options or input: an argument, an option, the config file, the data, a checkpoint "
+       "or model file, a run folder whose files are damaged, disagree or are links, a folder "
+       "that holds another run or is in use, an optional package that is not installed",
     3: "training diverged: a non-finite loss, gradient, weight or running statistic; "
        "last.npz and best.npz from before are kept",
     4: "I/O failure: a file of the run could not be written (disk full, permissions); "
        "last.npz and best.npz from before are kept",
-    130: "stopped by Ctrl-C (SIGINT) after saving last.npz: --resume continues",
-    143: "stopped by SIGTERM after saving last.npz: --resume continues",
+    130: "stopped by Ctrl-C (SIGINT): after saving last.npz (--resume continues), or before "
+         "anything was written",
+    143: "stopped by SIGTERM: after saving last.npz (--resume continues), or before anything "
+         "was written",
 }
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _NOTEBOOK = any("notebook" in c.__module__ for c in tqdm.__mro__)   # tqdm.auto chose its widget
@@ -153,6 +159,9 @@ def check_config(cfg: Config):
             if not ((_is_int(item) and item >= 1) or (allow_pool and item == "P")):
                 what = "positive integers or P (pooling)" if allow_pool else "positive integers"
                 raise ValueError(f"{_flag(key)} must hold {what}, got {list(items)!r}")
+    if not cfg.hidden:
+        raise ValueError("--hidden needs at least one layer size: an MLP without a hidden layer "
+                         "has no spiking neuron")
     if not cfg.channels:
         raise ValueError("--channels needs at least one channel count")
     if not any(_is_int(i) for i in cfg.vgg_layers):
@@ -161,6 +170,67 @@ def check_config(cfg: Config):
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def config_from_dict(values, source: str, complete: bool = False) -> Config:
+    """The Config that a JSON object read from ``source`` holds, checked as the options are
+    (check_config), every error naming the file. Unknown keys are refused; complete=True (a
+    run's config.json) also refuses a missing key instead of taking its default."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{source} must hold one JSON object of options")
+    known = [f.name for f in dataclasses.fields(Config)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} in {source}; known: {sorted(known)}")
+    missing = [k for k in known if k not in values]
+    if complete and missing:
+        raise RunError(f"{source} lacks the option(s) {', '.join(missing)} (damaged, or "
+                       "written by an older version): add them with the values the run was "
+                       "trained with (last.npz keeps the run's options under 'config' in its "
+                       "metadata), or restore the file from a copy of the run")
+    cfg = Config(**values)
+    try:
+        check_config(cfg)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{source}: {e}") from None
+    return cfg
+
+
+# The options a resumed run keeps, each with the reason; every other option (epochs, lr,
+# momentum, weight_decay, schedule, label_smoothing, augment, backend, data_dir, diag_every,
+# plots) may change on resume and applies from there on.
+_NETWORK = "it changes what the network computes"
+_BATCHES = "it changes the training data or the order of its batches"
+FIXED = {**dict.fromkeys(("model", "hidden", "channels", "vgg_layers", "width_mult", "method",
+                          "neuron", "width", "f_c", "threshold", "running", "threshold_grad",
+                          "detach_reset", "T"), _NETWORK),
+         **dict.fromkeys(("dataset", "train_subset", "batch_size", "seed"), _BATCHES),
+         "optimizer": "the run's optimizer state belongs to its own optimizer"}
+
+
+def _as_flag(key: str, value) -> str:
+    """An option as the command line writes it: --hidden 64 32, --no-running."""
+    if isinstance(value, bool):
+        return _flag(key) if value else "--no-" + key.replace("_", "-")
+    shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return f"{_flag(key)} {shown}"
+
+
+def _fixed_changes(cfg: Config, run: dict) -> list:
+    """The options of FIXED whose value in cfg differs from ``run`` (a run's options)."""
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+    return [k for k in FIXED if norm(getattr(cfg, k)) != norm(run.get(k))]
+
+
+def refuse_changes(cfg: Config, run: Config, folder: str):
+    """Refuse a resume whose options change one that the run keeps (FIXED), naming it."""
+    for key in _fixed_changes(cfg, dataclasses.asdict(run)):
+        given = _as_flag(key, getattr(cfg, key))
+        raise ValueError(f"{given}: the run in {folder} was trained with "
+                         f"{_as_flag(key, getattr(run, key))}, which a resumed run keeps "
+                         f"({FIXED[key]}); drop {given.split()[0]} to resume it, or start a new "
+                         "run with --out")
 
 
 # --- building blocks --------------------------------------------------------------------
@@ -270,21 +340,25 @@ def load_data(cfg: Config):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A second Ctrl-C / SIGTERM: stop at once (the last saved checkpoint stays as it was)."""
+    """Ctrl-C or SIGTERM that stops the command at once. started: whether the run had begun
+    to write (then its last saved checkpoint stays as it was); before that, nothing was
+    written."""
 
-    def __init__(self, signum):
+    def __init__(self, signum, started: bool = True):
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.started = signum, started
 
 
 class _StopFlag:
     """First Ctrl-C (or SIGTERM, as a shutdown sends): finish the batch, save, stop.
-    Second one: stop at once."""
+    Second one: stop at once, except inside a save (``with stop.saving():``), which is let
+    finish, since the run stops right after it anyway."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.signum = None
+        self._saving = False
 
     @property
     def set(self) -> bool:
@@ -299,11 +373,21 @@ class _StopFlag:
 
     def _handle(self, signum, frame):
         if self.set:
+            if self._saving:
+                return
             raise Interrupted(signum)
         self.signum = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{name}: stopping after this batch and saving a checkpoint "
               "(send it again to stop at once)", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def saving(self):
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
 
     def __exit__(self, *exc):
         for s, handler in self.old.items():
@@ -365,81 +449,191 @@ def fit(cfg: Config, resume: bool = False, on_batch=None, verbose: bool = True,
     """Train cfg's model in the run folder cfg.out; returns the final summary.
 
     resume: continue the run saved in cfg.out (from its last.npz; from the start when it has
-    none yet). on_batch(epoch, i) is called after each step. verbose: print per-epoch results
-    and the final summary; progress: show progress bars (tqdm). The summary has
-    interrupted=True and the signal number after a Ctrl-C / SIGTERM, finished=True when a
-    resumed run had nothing left to do. Raises RunError subclasses (RunBusy, Diverged,
-    RunIOError), ValueError/TypeError for bad options, data.DataError for bad data.
+    none yet), after checking its files against each other (see _check_resume). on_batch(epoch,
+    i) is called after each step. verbose: print per-epoch results and the final summary;
+    progress: show progress bars (tqdm). The summary has interrupted=True and the signal
+    number after a Ctrl-C / SIGTERM, finished=True when a resumed run had nothing left to do.
+    Raises RunError subclasses (RunBusy, Diverged, RunIOError), ValueError/TypeError for bad
+    options, data.DataError for bad data, Interrupted for a signal that stops it at once.
     """
+    began = time.monotonic()
     paths = {k: os.fspath(getattr(cfg, k)) for k in ("out", "data_dir")
              if isinstance(getattr(cfg, k), os.PathLike)}
     cfg = dataclasses.replace(cfg, **paths)           # pathlib.Path welcome, stored as str
     check_config(cfg)
     if resume and not cfg.out:
-        raise ValueError("resume needs the run folder: set out (the command line: --resume RUN_DIR)")
+        raise ValueError("resume needs the run folder: set out (the command line: --resume "
+                         "RUN_DIR)")
     folder = RunFolder(cfg.out or _default_run(cfg))
     cfg = dataclasses.replace(cfg, out=folder.path)
-    if resume and not os.path.isdir(folder.path):
-        raise FileNotFoundError(f"no run folder at {folder.path}: check the path given to --resume")
-    created = not os.path.isdir(folder.path)
-    with writing(folder.path):
-        os.makedirs(folder.path, exist_ok=True)
+    started = False
     try:
-        with folder:
-            setup = _prepare(cfg, folder, resume, verbose)
-            if setup.get("finished"):
-                return setup
-            return _train(cfg, folder, setup, on_batch, verbose, progress)
+        # Checks first, writing nothing: a new run loads its data before it claims (creates)
+        # its folder; a resumed run claims it, then checks every file of it.
+        if resume:
+            folder.claim()
+            start = _check_resume(cfg, folder, verbose)
+        else:
+            _refuse_a_run(folder)
+            start = _setup(cfg, None)
+            folder.claim(create=True)
+            folder.check_links()
+            _refuse_a_run(folder)                    # again, now that the folder is ours
+        started = True
+        _begin(cfg, folder, start, verbose)
+        if start.get("finished"):
+            return _finished(cfg, folder, start["meta"], verbose)
+        return _train(cfg, folder, start, on_batch, verbose, progress, began)
+    except KeyboardInterrupt as e:
+        raise Interrupted(getattr(e, "signum", signal.SIGINT), started) from None
     finally:
-        if created:
-            folder.remove_if_unused()
+        folder.release()
 
 
-def _prepare(cfg: Config, folder: RunFolder, resume: bool, verbose: bool) -> dict:
-    """Every check before anything of the run is written; then config.json, metrics in sync."""
-    folder.remove_temporaries()
-    last = folder.file(LAST)
-    if not resume and folder.holds_run():
+def _refuse_a_run(folder: RunFolder):
+    """A new run never goes into a folder that holds one (RunBusy if that run is writing)."""
+    if folder.holds_run():
+        if not folder.claimed:
+            folder.claim()
         raise FileExistsError(f"{folder.path} already holds a run: pass --resume {folder.path} "
                               "to continue it, or --out to start a new one elsewhere")
-    ckpt = None
-    if resume:
-        if not os.path.exists(folder.file("config.json")):
-            raise FileNotFoundError(f"{folder.path} is not a run folder (no config.json)")
-        if os.path.exists(last):
-            ckpt = read_checkpoint(last)
-            position = ckpt[2].get("position")
-            if not isinstance(position, dict) or "epoch" not in position:
-                raise ValueError(f"{last} has no position in its metadata: it is not a training "
-                                 "checkpoint; move it away to start the run over")
-            if position["epoch"] >= cfg.epochs:
-                return _finished(cfg, folder, ckpt[2], verbose)
-        elif verbose:
-            print(f"{folder.path} has no checkpoint yet: starting it from epoch 1")
 
+
+def _setup(cfg: Config, ckpt, last: str = "") -> dict:
+    """Data, the memory check, the network and its optimiser (state from ckpt, a checkpoint's
+    (model, optimizer, meta), when given)."""
     xtr, ytr, xte, yte = load_data(cfg)
     in_shape, n_classes = xtr.shape[1:], int(max(ytr.max(), yte.max())) + 1
     check_memory(cfg, in_shape, n_classes)
     net = build_model(cfg, in_shape, n_classes).to(cfg.backend)
     opt = make_optimizer(cfg, net.parameters())
-    pos = dict(epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, best=-1.0, elapsed=0.0)
-    saved_row = None
     if ckpt is not None:
-        model_state, optim_state, meta = ckpt
+        model_state, optim_state, _ = ckpt
         load_model_state(net, model_state, last)
         try:
             opt.load_state_dict(optim_state)
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{last}: its optimizer state does not fit --optimizer "
-                             f"{cfg.optimizer} ({e}): resume with the run's own options") from e
-        pos.update(meta["position"])
-        saved_row = meta.get("row")
-        if verbose:
-            print(f"resuming {folder.path} at epoch {pos['epoch'] + 1}, batch {pos['batch']}")
-    folder.write_config(dataclasses.asdict(cfg))      # every check has passed
-    folder.sync_rows(pos["epoch"], saved_row)
+                             f"{cfg.optimizer} ({e}): the file is damaged; use another "
+                             "checkpoint of the run") from e
     return dict(data=(xtr, ytr, xte, yte), in_shape=in_shape, n_classes=n_classes, net=net,
-                opt=opt, pos=pos)
+                opt=opt, pos=dict(_START))
+
+
+# The position in training that checkpoints carry: finished epochs, batches done in the next
+# one, its running sums, the best test accuracy so far (-1 before any), the training time of
+# every session (s) and the epoch where the learning rate's cosine cycle began.
+_START = dict(epoch=0, batch=0, loss_sum=0.0, correct=0, seen=0, best=-1.0, elapsed=0.0,
+              cycle_start=0)
+
+
+def _count(v) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def _amount(v) -> bool:
+    return _is_real(v) and math.isfinite(v) and v >= 0
+
+
+# each field of a position: what it must be
+_POSITION = dict(epoch=_count, batch=_count, correct=_count, seen=_count, loss_sum=_amount,
+                 elapsed=_amount, best=lambda v: _is_real(v) and (v == -1 or 0 <= v <= 1),
+                 cycle_start=_count, recorder=lambda v: isinstance(v, dict),
+                 batches=lambda v: isinstance(v, dict))
+_OPTIONAL = ("cycle_start", "recorder", "batches")    # (cycle_start: 0 in older checkpoints)
+
+
+def _read_position(meta: dict, path: str) -> dict:
+    """A checkpoint's position (see _START), every field checked, the file and field named."""
+    pos = meta.get("position")
+    if not isinstance(pos, dict) or "epoch" not in pos:
+        raise ValueError(f"{path} has no position in its metadata: it is not a training "
+                         "checkpoint; move it away to start the run over")
+    for key, ok in _POSITION.items():
+        if key in _OPTIONAL and key not in pos:
+            continue
+        if not ok(pos.get(key)) or (key == "cycle_start" and pos[key] > pos["epoch"]):
+            raise ValueError(f"{path}: its position's {key!r} is {pos.get(key, 'missing')!r}: "
+                             "the file is damaged; use another checkpoint of the run")
+    return dict(_START, **pos)
+
+
+def _check_resume(cfg: Config, folder: RunFolder, verbose: bool) -> dict:
+    """Every check of a resume, writing nothing: the folder's files are its own (no links);
+    config.json is complete and valid and cfg keeps its FIXED options; last.npz is a valid
+    checkpoint (arrays finite, BatchNorm variances >= 0, a valid position) of the same run;
+    metrics.jsonl agrees with it (runs.reconcile_rows); best.npz holds the best epoch
+    (runs.check_best). Then the data, the network and the optimiser, with last.npz's state.
+    Returns what _begin writes and _train continues from."""
+    folder.check_links()
+    run = config_from_dict(folder.read_config(), folder.file(CONFIG), complete=True)
+    refuse_changes(cfg, run, folder.path)
+    last = folder.file(LAST)
+    ckpt, meta, pos, saved = None, {}, dict(_START), {}
+    if os.path.lexists(last):
+        ckpt = read_checkpoint(last)
+        meta = ckpt[2]
+        pos = _read_position(meta, last)
+        saved = meta.get("config")              # the options the checkpoint was saved with
+        if not isinstance(saved, dict):
+            raise ValueError(f"{last} has no options ('config') in its metadata: it is not a "
+                             "checkpoint of the training command; use another checkpoint")
+        for key in _fixed_changes(run, saved):
+            raise RunError(f"{last} and config.json disagree on {_flag(key)} (last.npz: "
+                           f"{_as_flag(key, saved.get(key))}, config.json: "
+                           f"{_as_flag(key, getattr(run, key))}): one of them comes from another "
+                           "run; nothing was changed: restore the run's own file")
+    elif verbose:
+        print(f"{folder.path} has no checkpoint yet: starting it from epoch 1")
+    row = meta.get("row") if isinstance(meta.get("row"), dict) else None
+    rows, torn = folder.read_rows()
+    kept, past, rewrite = reconcile_rows(rows, torn, pos["epoch"], row, pos["best"],
+                                         folder.file(METRICS))
+    best = check_best(folder, pos["epoch"], kept, past, last_is_epoch_end=row is not None)
+    start = dict(rows=kept if rewrite else None, best=best, meta=meta)
+    if pos["epoch"] >= cfg.epochs:
+        return dict(start, finished=True)
+    start.update(_setup(cfg, ckpt, last))
+    steps = data.num_batches(len(start["data"][1]), cfg.batch_size)
+    if pos["batch"] > steps:
+        raise ValueError(f"{last}: its position (batch {pos['batch']}) lies past the epoch's "
+                         f"{steps} batches: the file is damaged; use another checkpoint")
+    start["pos"] = pos
+    previous = saved["epochs"] if _is_int(saved.get("epochs")) else cfg.epochs
+    if cfg.schedule == "cosine" and pos["epoch"] >= previous and cfg.epochs > pos["epoch"]:
+        pos["cycle_start"] = pos["epoch"]          # a finished run extended: a new cycle
+        start["note"] = (f"extending {folder.path} from {previous} to {cfg.epochs} epochs: the "
+                         f"cosine schedule starts a new cycle, from --lr {cfg.lr:g} at epoch "
+                         f"{pos['epoch'] + 1} down to 0 at the end of epoch {cfg.epochs}")
+    elif cfg.schedule == "cosine" and cfg.epochs != previous:
+        start["note"] = (f"the cosine schedule of {folder.path} now ends with epoch "
+                         f"{cfg.epochs} instead of {previous}: the learning rate follows the "
+                         "new curve from here")
+    if verbose:
+        print(f"resuming {folder.path} at epoch {pos['epoch'] + 1}, batch {pos['batch']}")
+    return start
+
+
+def _begin(cfg: Config, folder: RunFolder, start: dict, verbose: bool):
+    """Every check has passed: remove temporaries, write config.json (not for a finished run,
+    which keeps its own) and make the repairs that _check_resume found needed."""
+    folder.remove_temporaries()
+    if not start.get("finished"):
+        folder.write_config(dataclasses.asdict(cfg))
+    if start.get("rows") is not None:
+        folder.write_rows(start["rows"])
+    best = start.get("best")
+    if best == "rewrite":              # best.npz from last.npz, which holds the best epoch
+        arrays = load_npz(folder.file(LAST))
+        with writing(folder.file(BEST)):
+            save_npz(folder.file(BEST), {k: v for k, v in arrays.items()
+                                         if not k.startswith("optim/")})
+        print(f"note: {folder.file(BEST)} was missing or damaged; written again from last.npz, "
+              "which holds the best epoch", file=sys.stderr)
+    elif best:
+        print(best, file=sys.stderr)
+    if verbose and start.get("note"):
+        print(start["note"])
 
 
 def _finished(cfg, folder, meta, verbose) -> dict:
@@ -462,7 +656,7 @@ def _bar(total, initial, desc, show):
                 dynamic_ncols=True, mininterval=0.1 if live else 10.0, file=sys.stderr)
 
 
-def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
+def _train(cfg, folder, setup, on_batch, verbose, progress, began) -> dict:
     xp = get_backend(cfg.backend)
     xtr, ytr, xte, yte = setup["data"]
     net, opt, pos = setup["net"], setup["opt"], setup["pos"]
@@ -470,7 +664,7 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
     last = folder.file(LAST)
     steps = data.num_batches(len(ytr), cfg.batch_size)
     every = -(-steps // MAX_BATCH_ENTRIES)          # per-batch metrics: every `every`-th batch
-    start = time.time() - pos["elapsed"]
+    start = time.monotonic() - pos["elapsed"]      # the training time of every session
     test_acc = None
     recorded = pos.pop("recorder", None)          # the interrupted epoch's diagnostics so far
     batch_log = pos.pop("batches", None)
@@ -485,8 +679,10 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
                                                       epoch=epoch)):
                 if i < pos["batch"]:
                     continue                                   # done before the interruption
-                if cfg.schedule == "cosine":
-                    opt.lr = optim.cosine_lr(cfg.lr, epoch * steps + i, cfg.epochs * steps)
+                if cfg.schedule == "cosine":    # one cycle from cycle_start to the last epoch
+                    c0 = pos["cycle_start"]
+                    opt.lr = optim.cosine_lr(cfg.lr, (epoch - c0) * steps + i,
+                                             (cfg.epochs - c0) * steps)
                 if cfg.augment:
                     xb = data.random_crop_flip(xb, np.random.default_rng([cfg.seed, epoch, i]))
                 # the data set was checked when it was loaded: no per-batch reads on a GPU
@@ -522,11 +718,11 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
                 if stop.set:
                     break
             bar.close()
-            pos["elapsed"] = time.time() - start
+            pos["elapsed"] = time.monotonic() - start
             if stop.set:
                 meta = dict(config=dataclasses.asdict(cfg), model=model_meta(net),
                             position=dict(pos, recorder=rec.state(), batches=log))
-                with writing(last):
+                with stop.saving(), writing(last):
                     save_checkpoint(last, net, opt, meta)
                 print(f"stopped; saved {last}. Continue with: {prog()} --resume {folder.path}",
                       file=sys.stderr)
@@ -546,16 +742,17 @@ def _train(cfg, folder, setup, on_batch, verbose, progress) -> dict:
             meta = dict(config=dataclasses.asdict(cfg), model=model_meta(net), position=pos,
                         test_acc=test_acc, epoch=epoch + 1, in_shape=list(in_shape),
                         n_classes=n_classes, row=row)
-            _commit_epoch(folder, row, net, opt, meta, is_best)
+            with stop.saving():
+                _commit_epoch(folder, row, net, opt, meta, is_best)
             if stop.set and epoch + 1 < cfg.epochs:      # Ctrl-C during the evaluation
                 print(f"stopped after epoch {epoch + 1}; saved {last}. Continue with: "
                       f"{prog()} --resume {folder.path}", file=sys.stderr)
                 return dict(run=folder.path, interrupted=True, signal=stop.signum, position=pos)
 
-    wall = time.time() - start
     plots = make_plots(folder.path) if cfg.plots else []
+    wall = time.monotonic() - began              # this process's work, from fit's start
     summary = dict(run=folder.path, test_acc=test_acc, best_test_acc=pos["best"],
-                   wall_time_s=wall, plots=plots)
+                   wall_time_s=wall, train_time_s=pos["elapsed"], plots=plots)
     if verbose:
         print(f"\n{cfg.dataset} {cfg.model} {cfg.method}: test accuracy {100 * test_acc:.2f} % "
               f"(best {100 * pos['best']:.2f} %), wall time {wall:.0f} s\n"
@@ -625,7 +822,11 @@ def prog() -> str:
 
 def main(argv=None) -> int:
     """The command line (dsatgo_np.cli.main): returns the exit code instead of raising."""
-    from .cli import main as run
+    try:
+        from .cli import main as run
+    except KeyboardInterrupt:                 # Ctrl-C while the command line is loading
+        print("stopped (Ctrl-C) before anything was written", file=sys.stderr)
+        return 130
     return run(argv)
 
 

@@ -132,7 +132,7 @@ def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None, backend: s
             print(f"{exp}/{label}-s{seed}: another runner has it, skipped")
             continue
         try:
-            resume = os.path.exists(os.path.join(cfg.out, "last.npz"))
+            resume = os.path.exists(os.path.join(cfg.out, "config.json"))   # begun
             print(f"== {exp}/{label}-s{seed}" + (" (resuming)" if resume else ""), flush=True)
             summary = train.fit(cfg, resume=resume, progress=sys.stderr.isatty())
         finally:
@@ -143,7 +143,7 @@ def run(exp: str, smoke: bool = False, root: str = ROOT, labels=None, backend: s
         with open(os.path.join(cfg.out, "machine.json"), "w") as f:
             json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
                            python=platform.python_version(), finished=time.ctime(),
-                           wall_time_s=summary.get("wall_time_s"),
+                           wall_time_s=summary.get("train_time_s"),   # all sessions
                            blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "default"),
                            config=dataclasses.asdict(cfg)), f, indent=2)
     return 0

@@ -48,3 +48,17 @@ def test_labels_pick_and_order_runs(tmp_path, monkeypatch):
     assert done == [f"{m}-s{s}" for m in ("at", "tgo") for s in run.SEEDS]
     with pytest.raises(SystemExit):                          # an unknown label is refused
         run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "nope"])
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_resumed(tmp_path, monkeypatch):
+    """A run folder holding config.json but no checkpoint yet (killed in its first epoch) is
+    continued with --resume, not refused as a folder that already holds a run."""
+    monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
+    run = load("run")
+    root = str(tmp_path / "runs")
+    assert run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "at"]) == 0
+    folder = os.path.join(root, "ablation-mnist", f"at-s{run.SEEDS[0]}")
+    for name in ("last.npz", "best.npz", "metrics.jsonl", "machine.json"):
+        os.remove(os.path.join(folder, name))
+    assert run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "at"]) == 0
+    assert os.path.exists(os.path.join(folder, "machine.json"))

@@ -9,8 +9,9 @@ The final weights and optimiser state must be bit-equal to an uninterrupted run'
 metrics.jsonl must hold exactly one row per epoch, equal to the uninterrupted run's rows.
 
 Each attempt is a forked child of one supervisor process (`python this_file.py WORKDIR`,
-single-threaded: OPENBLAS_NUM_THREADS=1 and DSATGO_THREADS=1), so no attempt pays for
-imports again: the whole test takes a few seconds.
+single-threaded: OPENBLAS_NUM_THREADS=1 and DSATGO_THREADS=1, importing the working tree's
+dsatgo_np through PYTHONPATH), so no attempt pays for imports again: the whole test takes a
+few seconds.
 """
 import io
 import json
@@ -114,9 +115,10 @@ def supervise(workdir):
             return signal.Signals(os.WTERMSIG(status)).name
         return os.WEXITSTATUS(status)
 
+    import dsatgo_np
     results = dict(reference=attempt("reference"),
                    killed=[attempt("killed", where, n) for where, n in PLAN],
-                   final=attempt("killed"))
+                   final=attempt("killed"), library=os.path.dirname(dsatgo_np.__file__))
     print(json.dumps(results))
 
 
@@ -129,14 +131,18 @@ def test_sigkill_anywhere_then_resume_ends_as_an_uninterrupted_run(tmp_path):
     splits = {s: data.load("digits", s) for s in ("train", "test")}
     np.savez(tmp_path / "digits.npz", **{f"{k}_{s}": v for s, xy in splits.items()
                                          for k, v in zip("xy", xy)})
+    # the working tree's library, as the rest of the suite imports it (not an installed copy)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               DSATGO_THREADS="1")
+               DSATGO_THREADS="1", PYTHONPATH=os.pathsep.join([root] + path))
     r = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(r.stdout.strip().splitlines()[-1])
     # every planned stop happened (a hook that never fired would make this test vacuous)
     expected = [130 if where == "sigint" else "SIGKILL" for where, _ in PLAN]
+    assert results.pop("library") == os.path.join(root, "dsatgo_np")
     assert results == dict(reference=0, killed=expected, final=0), r.stderr[-3000:]
 
     ref, run = tmp_path / "reference", tmp_path / "killed"

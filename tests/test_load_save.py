@@ -94,3 +94,38 @@ def test_clear_errors(tmp_path):
     np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a dsatgo_np checkpoint"):
         dn.load(tmp_path / "foreign.npz")
+
+
+def test_load_reads_every_format_the_project_writes(tmp_path):
+    """A run folder, its .npz, and the .safetensors and .nir files `export` writes: dn.load
+    reads each (by its first bytes, not its name)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("safetensors")
+    pytest.importorskip("nir")
+    from dsatgo_np import train
+    from dsatgo_np.interop import nirgraph
+    cfg = train.Config(dataset="digits", hidden=[32], epochs=1, batch_size=100, lr=0.1,
+                       plots=False, out=str(tmp_path / "run"))
+    train.fit(cfg, verbose=False)
+    for name in ("m.safetensors", "m.nir"):
+        assert train.main(["export", cfg.out, str(tmp_path / name)]) == 0
+    x, _ = dn.data.load("digits", "test")
+    x = dn.encode.direct(dn.data.normalize(x[:50], "digits"), 4)
+    want = dn.load(cfg.out).forward(x)
+    np.testing.assert_array_equal(dn.load(tmp_path / "m.safetensors").forward(x), want)
+    os.rename(tmp_path / "m.safetensors", tmp_path / "renamed.bin")           # any name
+    np.testing.assert_array_equal(dn.load(tmp_path / "renamed.bin").forward(x), want)
+    from_nir = dn.load(tmp_path / "m.nir")
+    assert from_nir.training is False
+    np.testing.assert_array_equal(from_nir.forward(x),
+                                  nirgraph.load_file(str(tmp_path / "m.nir")).forward(x))
+    _, meta = dn.checkpoint.load_with_meta(tmp_path / "m.nir")
+    assert meta["config"]["dataset"] == "digits"
+
+
+def test_a_file_that_is_no_model_is_never_called_a_file_to_delete(tmp_path):
+    for name, content in (("text.npz", b"hello"), ("cut.npz", b"PK\x03\x04 cut short")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError) as e:
+            dn.load(tmp_path / name)
+        assert "delete" not in str(e.value) and name in str(e.value)

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from dsatgo_np import checkpoint, data, optim, train  # noqa: E402
+from dsatgo_np import checkpoint, data, optim, runs, train  # noqa: E402
 from dsatgo_np.runs import RunFolder  # noqa: E402
 
 FAST = ["--dataset", "digits", "--hidden", "32", "--batch-size", "100", "--lr", "0.1",
@@ -83,13 +83,19 @@ def test_a_relative_run_folder_resumed_from_elsewhere(tmp_path, monkeypatch):
 
 # --- 2. config.json only after every check -------------------------------------------------
 
-def test_a_failed_resume_leaves_config_json_as_it_was(tmp_path, capsys):
+def test_a_failed_resume_leaves_config_json_as_it_was(tmp_path, capsys, monkeypatch):
     cfg = small(tmp_path)
     train.fit(cfg, verbose=False)
     config = read_bytes(os.path.join(cfg.out, "config.json"))
-    code, err = run_cli(["--resume", cfg.out, "--hidden", "64", "--epochs", "2", "--quiet"], capsys)
-    assert code == 2 and "does not match this model" in err
+    real = data.load
+
+    def no_data(*a, **k):
+        raise data.DataError("no data here: fix it")
+    monkeypatch.setattr(data, "load", no_data)       # fails after the checkpoint was read
+    code, err = run_cli(["--resume", cfg.out, "--lr", "0.01", "--epochs", "2", "--quiet"], capsys)
+    assert code == 2 and "no data here" in err
     assert read_bytes(os.path.join(cfg.out, "config.json")) == config
+    monkeypatch.setattr(data, "load", real)
     assert train.main(["--resume", cfg.out, "--epochs", "2", "--quiet"]) == 0
 
 
@@ -117,8 +123,7 @@ def test_the_lock_is_released_after_a_failure(tmp_path, capsys):
     train.fit(cfg, verbose=False)
     code, _ = run_cli(["--resume", cfg.out, "--hidden", "64", "--epochs", "2", "--quiet"], capsys)
     assert code == 2
-    with RunFolder(cfg.out):                       # nobody holds it any more
-        pass
+    RunFolder(cfg.out).claim().release()           # nobody holds it any more
 
 
 # --- 4. metrics.jsonl and last.npz agree ---------------------------------------------------
@@ -412,3 +417,141 @@ def test_a_file_system_without_locks_warns_and_trains(tmp_path, capsys, monkeypa
     assert train.main(FAST + ["--out", str(out)]) == 0
     assert "running without the guard" in capsys.readouterr().err
     assert [r["epoch"] for r in rows(out)] == [1]
+
+
+# --- 11. start-up: checks before the folder, one line for a signal ---------------------------
+
+def test_a_run_killed_while_it_starts_leaves_no_folder(tmp_path):
+    """SIGKILL while the data load: the folder is claimed only after every check, so there is
+    nothing to leave behind (no folder holding only .lock that --resume cannot read)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    out = tmp_path / "a" / "run"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            data.load = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+            train.main(FAST + ["--out", str(out)])
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_claimed_but_never_configured(tmp_path, capsys):
+    """What an older run killed at its start leaves: --resume says to start it again, and a
+    new run may use the folder."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("12345\n")
+    code, err = run_cli(["--resume", str(out), "--quiet"], capsys)
+    assert code == 2 and "holds no run" in err and f"--out {out}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert train.main(FAST + ["--out", str(out)]) == 0
+    assert [r["epoch"] for r in rows(out)] == [1]
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"),
+                                             (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_while_the_run_starts_is_one_line(tmp_path, capsys, monkeypatch, sig, code, name):
+    real = data.load
+
+    def load_then_signal(*a, **k):
+        os.kill(os.getpid(), sig)
+        return real(*a, **k)
+    monkeypatch.setattr(data, "load", load_then_signal)
+    out = tmp_path / "run"
+    got, err = run_cli(FAST + ["--out", str(out)], capsys)
+    assert got == code and err.strip() == f"stopped ({name}) before anything was written"
+    assert not out.exists()
+
+
+def test_a_second_ctrl_c_during_the_save_lets_the_save_finish(tmp_path, capsys, monkeypatch):
+    real_step, real_savez, count = optim.SGD.step, checkpoint.np.savez, []
+
+    def step(self):
+        real_step(self)
+        count.append(1)
+        if len(count) == 6:
+            os.kill(os.getpid(), signal.SIGINT)          # stop after this batch and save
+
+    def savez_with_a_second_ctrl_c(f, **arrays):
+        os.kill(os.getpid(), signal.SIGINT)              # and again, inside the save
+        return real_savez(f, **arrays)
+    monkeypatch.setattr(optim.SGD, "step", step)
+    monkeypatch.setattr(checkpoint.np, "savez", savez_with_a_second_ctrl_c)
+    out = tmp_path / "run"
+    code, err = run_cli(FAST + ["--out", str(out)], capsys)
+    assert code == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("stopped; saved")
+    _, _, meta = checkpoint.read_checkpoint(out / "last.npz")
+    assert meta["position"]["batch"] == 6
+
+
+# --- 12. empty and odd arguments -------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--resume", "--config", "--out", "--data-dir"])
+def test_an_empty_path_is_refused(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(FAST + [flag, ""], capsys)
+    assert code == 2 and f"argument {flag}: needs a path, got an empty string" in err
+    assert "--help" in err and len(err.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []                  # no run started in ./runs
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--backend", "gpu"], "argument --backend: invalid choice: 'gpu'"),
+    (["evaluate"], "the following arguments are required: path"),
+    (["export", "a"], "the following arguments are required: dst"),
+])
+def test_an_argument_error_is_one_line_with_a_pointer_to_help(capsys, argv, needle):
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and needle in err and err.strip().endswith("--help)")
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err
+
+
+def test_a_config_file_without_hidden_layers_is_refused_before_writing(tmp_path, capsys):
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"dataset": "digits", "hidden": [], "plots": False}))
+    out = tmp_path / "run"
+    code, err = run_cli(["--config", str(conf), "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and f"the config file {conf}: --hidden needs at least one layer size" in err
+    assert not out.exists()
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    conf = tmp_path / "c.json"
+    conf.write_bytes(b'{"lr": "\xff"}')
+    code, err = run_cli(["--config", str(conf), "--quiet"], capsys)
+    assert code == 2 and f"the config file {conf} is not UTF-8 text" in err
+
+
+def test_a_metrics_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    cfg = small(tmp_path, epochs=2)
+    train.fit(cfg, verbose=False)
+    with open(os.path.join(cfg.out, "metrics.jsonl"), "r+b") as f:
+        f.write(b"\xff")
+    code, err = run_cli(["--resume", cfg.out, "--epochs", "3", "--quiet"], capsys)
+    assert code == 2 and "metrics.jsonl, line 1, is not an epoch's row" in err
+
+
+@pytest.mark.parametrize("fail", ["data", "write"])
+def test_a_failed_command_leaves_no_parent_folder_and_no_lock(tmp_path, capsys, monkeypatch, fail):
+    if fail == "data":
+        def failing(*a, **k):
+            raise data.DataError("no data here: fix it")
+        monkeypatch.setattr(data, "load", failing)
+    else:                                    # a failure after the folder was claimed
+        def failing(self, config):
+            raise runs.RunIOError("cannot write config.json (No space left on device)")
+        monkeypatch.setattr(runs.RunFolder, "write_config", failing)
+    code, _ = run_cli(FAST + ["--out", str(tmp_path / "a" / "b" / "c")], capsys)
+    assert code in (2, 4)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "empty").mkdir()             # a folder that was there stays, with nothing added
+    code, _ = run_cli(FAST + ["--out", str(tmp_path / "empty")], capsys)
+    assert code in (2, 4)
+    assert os.listdir(tmp_path / "empty") == []

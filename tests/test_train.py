@@ -103,13 +103,13 @@ def test_existing_run_and_bad_checkpoints(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"\x00" * 10)
     assert train.main(["evaluate", str(bad)]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert "is not a model file" in capsys.readouterr().err
     # a checkpoint from another architecture: resume a run whose config was changed by hand
     conf = json.load(open(os.path.join(cfg.out, "config.json")))
     conf["hidden"] = [32]
     json.dump(conf, open(os.path.join(cfg.out, "config.json"), "w"))
     assert train.main(["--resume", cfg.out, "--epochs", "2", "--quiet"]) == 2
-    assert "does not match this model" in capsys.readouterr().err
+    assert "last.npz and config.json disagree on --hidden" in capsys.readouterr().err
 
 
 def test_config_file_and_unknown_keys(tmp_path, capsys):
@@ -307,3 +307,27 @@ def test_resnet19_from_the_command_line_is_the_release_network_and_needs_colour_
         p.data.size for p in models.resnet19(T=2).parameters())
     with pytest.raises(ValueError, match="3-channel"):
         train.build_model(train.Config(model="resnet19"), (1, 28, 28), 10)
+
+
+def test_import_of_a_nir_file_says_it_needs_none(tmp_path, capsys):
+    code = train.main(["import", str(tmp_path / "net.nir"), str(tmp_path / "back.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "import reads .safetensors files only" in err
+    assert "evaluate" in err and "dn.load" in err and "export it again" not in err
+    assert not (tmp_path / "back.npz").exists()
+
+
+@pytest.mark.parametrize("package, dst, install", [
+    ("safetensors", "m.safetensors", "pip install 'dsatgo_np[interop]'"),
+    ("nir", "m.nir", "pip install 'dsatgo_np[nir]'"),
+])
+def test_a_missing_optional_package_is_exit_2_with_the_install_line(tmp_path, capsys,
+                                                                    monkeypatch, package, dst,
+                                                                    install):
+    import sys
+    summary = train.fit(small(tmp_path, epochs=1), verbose=False)
+    monkeypatch.setitem(sys.modules, package, None)            # as if not installed
+    code = train.main(["export", summary["run"], str(tmp_path / dst)])
+    err = capsys.readouterr().err
+    assert code == 2 and install in err and "bug" not in err
+    assert len(err.strip().splitlines()) == 1

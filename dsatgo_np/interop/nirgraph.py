@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import MissingPackage
 from ..model import (AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
                      Sequential, Spiking)
 from ..neuron import SpikeConfig
@@ -46,8 +47,8 @@ def _nir():
     try:
         import nir
     except ImportError as e:
-        raise ImportError("NIR export needs the nir package: pip install 'dsatgo_np[nir]' "
-                          "(or pip install nir)") from e
+        raise MissingPackage("NIR files need the nir package: pip install 'dsatgo_np[nir]' "
+                             "(or pip install nir)") from e
     return nir
 
 

@@ -34,8 +34,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import MissingPackage
 from .. import encode, models
 from ..backend import get_xp, to_numpy
+from ..checkpoint import check_arrays
 from ..model import (AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
                      SEWBlock, Spiking)
 
@@ -313,8 +315,8 @@ def _safetensors():
         from safetensors import numpy as stnp
         from safetensors import safe_open
     except ImportError as e:
-        raise ImportError("model files need the safetensors package: pip install "
-                          "'dsatgo_np[interop]' (or pip install safetensors)") from e
+        raise MissingPackage("model files need the safetensors package: pip install "
+                             "'dsatgo_np[interop]' (or pip install safetensors)") from e
     return stnp, safe_open
 
 
@@ -365,6 +367,7 @@ def read_safetensors(path):
     except Exception as e:
         raise ValueError(f"{path!r} is not a readable safetensors file ({e}); export it again "
                          "(python -m dsatgo_np.train export CHECKPOINT FILE)") from e
+    check_arrays(tensors, path)
     thresholds = {k[:-len(THRESHOLD_SUFFIX)]: v for k, v in tensors.items()
                   if k.endswith(THRESHOLD_SUFFIX)}
     state = {k: v for k, v in tensors.items() if not k.endswith(THRESHOLD_SUFFIX)}

@@ -35,7 +35,7 @@ from . import data, diagnostics, encode, losses, models, optim
 from .backend import BACKENDS, get_backend, to_numpy
 from .checkpoint import (load_model_state, load_npz, model_meta, read_checkpoint,
                          save_checkpoint, save_npz)
-from .neuron import METHODS
+from .neuron import METHODS, SpikeConfig
 from .runs import (BEST, CONFIG, LAST, METRICS, Diverged, RunError, RunFolder,  # noqa: F401
                    check_best, reconcile_rows, writing)
 
@@ -166,6 +166,12 @@ def check_config(cfg: Config):
         raise ValueError("--channels needs at least one channel count")
     if not any(_is_int(i) for i in cfg.vgg_layers):
         raise ValueError("--vgg-layers needs at least one convolution (a channel count)")
+    try:                                  # an option the method does not read: refused by name
+        SpikeConfig(method=cfg.method, width=cfg.width, f_c=cfg.f_c, threshold=cfg.threshold,
+                    running=cfg.running, threshold_grad=cfg.threshold_grad)
+    except ValueError as e:
+        name = str(e).split("=", 1)[0]
+        raise ValueError(f"{_flag(name)} " + str(e)[len(name) + 1:]) from None
 
 
 def _flag(name: str) -> str:

@@ -87,12 +87,16 @@ def test_resume_between_epochs_via_cli(tmp_path):
     (["--model", "transformer"], "unknown model"),
     (["--method", "dsatgo"], "unknown method"),
     (["--T", "0"], "--T must be an integer of at least 1"),
+    (["--method", "vanilla", "--width", "std"], "--width 'std' does nothing for method 'vanilla'"),
+    (["--method", "tgo", "--threshold-grad"], "--threshold-grad True does nothing for method"),
+    (["--method", "mpd-agl", "--f-c", "1.5"], "--f-c 1.5 does nothing for method 'mpd-agl'"),
 ])
 def test_bad_options_are_named(tmp_path, capsys, argv, message):
-    code = train.main(argv + ["--out", str(tmp_path / "x"), "--quiet"])
+    code = train.main(["--dataset", "digits"] + argv + ["--out", str(tmp_path / "x"), "--quiet"])
     assert code == 2
     import re
     assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()                 # refused before anything is written
 
 
 def test_existing_run_and_bad_checkpoints(tmp_path, capsys):

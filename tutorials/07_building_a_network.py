@@ -41,6 +41,10 @@ from _common import FAST, savefig
 from dsatgo_np import data, layers, losses
 from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
 
+# The library's plain core, the equations as written: what a debugger steps into from
+# net.forward (the default kernels compute the same numbers faster; tutorial 10 compares them).
+dn.set_kernels("plain")
+
 # %% [markdown]
 # The data: scikit-learn's 1,797 handwritten digits (8x8 pixels, offline), split by
 # `dsatgo_np.data` into 1,437 training and 360 test images, normalised per pixel value

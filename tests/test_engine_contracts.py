@@ -31,6 +31,46 @@ def test_initial_weights_are_uniform_within_one_over_root_fan_in(make, fan_in):
             assert np.abs(w).max() > 0.99 * bound, name
 
 
+LAYERS = {"linear": lambda **kw: Linear(6, 5, **kw),
+          "conv": lambda **kw: Conv2d(2, 3, kernel=3, bias=True, **kw)}
+
+
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_layers_built_without_a_generator_are_not_copies(make):
+    """Each layer built without rng= draws its weights afresh from one shared generator."""
+    a, b = dict(make().named_parameters()), dict(make().named_parameters())
+    for name in a:
+        assert not np.array_equal(a[name].data, b[name].data), name
+
+
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_manual_seed_restarts_the_shared_generator(make):
+    """After dn.manual_seed(s), the layers built without rng= get, in order, the weights that
+    layers handed np.random.default_rng(s) get; a layer given its own rng= draws nothing from
+    the shared generator."""
+    g = np.random.default_rng(5)
+    expected = [dict(make(rng=g).named_parameters()) for _ in range(2)]
+    dn.manual_seed(5)
+    first = dict(make().named_parameters())
+    make(rng=np.random.default_rng(99))                   # must not advance the shared one
+    second = dict(make().named_parameters())
+    for got, want in zip((first, second), expected):
+        for name in want:
+            np.testing.assert_array_equal(got[name].data, want[name].data)
+
+
+def test_builders_draw_from_their_own_seed_only():
+    """models.* build their layers from np.random.default_rng(seed), in order, whatever the
+    shared generator has done: the first hidden layer's weights are the seed's first draws."""
+    before = dn.models.mlp([12, 7, 3], seed=4)
+    Linear(30, 30)                                         # advances the shared generator
+    after = dn.models.mlp([12, 7, 3], seed=4)
+    bound = 1 / np.sqrt(12)
+    first = np.random.default_rng(4).uniform(-bound, bound, (7, 12)).astype(np.float32)
+    for net in (before, after):
+        np.testing.assert_array_equal(dict(net.named_parameters())["1.weight"].data, first)
+
+
 def test_lif_cache_keeps_the_input_dtype():
     """theta, k, mu, sigma are recorded in X's dtype, whatever dtype the rule hands back."""
     X = np.random.default_rng(0).normal(size=(3, 2, 5)).astype(np.float32)

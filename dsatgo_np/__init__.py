@@ -10,6 +10,7 @@ import os as _os
 
 from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, kernels,  # noqa: F401
                layers, losses, model, models, neuron, optim, pooling, surrogate, threshold)
+from . import interop  # noqa: F401  (safetensors, nir and torch load only when a function needs them)
 from .backend import get_xp, to_numpy  # noqa: F401
 from .checkpoint import load, save  # noqa: F401  (dn.load(run folder or .npz), dn.save(net, path))
 from .kernels import set_kernels  # noqa: F401

@@ -274,7 +274,8 @@ def test_errors_name_shapes_and_fix():
     w = np.zeros((4, 3, 3, 3))
     with pytest.raises(ValueError, match=r"\[N, C, H, W\].*\(3, 5, 5\).*reshape\(T \* B"):
         conv2d_forward(x[0], w)
-    with pytest.raises(ValueError, match=r"channel mismatch.*C=2.*C=3.*\[F, 2, KH, KW\]"):
+    with pytest.raises(ValueError, match=r"channel mismatch.*C=2.*C=3.*\[F, 2, KH, KW\] or fix "
+                                         r"the previous layer's channels"):
         conv2d_forward(np.zeros((2, 2, 5, 5)), w)
     with pytest.raises(ValueError, match=r"kernel 9x9 is larger than the padded input 7x7"):
         conv2d_forward(x, np.zeros((4, 3, 9, 9)), padding=1)

@@ -96,6 +96,13 @@ def test_pooling_modules_keep_dtype_and_route_gradients(dtype):
             assert set(np.unique(dx)) == {0.0, 1.0}
 
 
+@pytest.mark.parametrize("k", [2, 4])
+def test_avgpool_module_averages_k_by_k_windows(k):
+    x = np.random.default_rng(2).normal(size=(2, 3, 2, 8, 8))             # [T, B, C, H, W]
+    windows = x.reshape(2, 3, 2, 8 // k, k, 8 // k, k)
+    np.testing.assert_allclose(AvgPool2d(k).forward(x), windows.mean(axis=(4, 6)), rtol=1e-12)
+
+
 @FAST
 @given(x=array((2, 2, 1, 4, 4), -3.0, 3.0), dout=array((2, 2, 1, 2, 2)))
 def test_maxpool_module_backward(x, dout):

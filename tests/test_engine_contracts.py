@@ -3,6 +3,8 @@ dtypes kept, the pooling and dropout modules end to end, direct-encoded inputs w
 optimiser state edge cases. Each test names the behaviour it pins down; several were written
 to kill mutants that survived the rest of the suite (docs/TESTING.md).
 """
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -254,7 +256,9 @@ def test_pooling_on_the_gpu_stand_in_matches_numpy():
                                                    ((1, 1, 17, 17), 17, 1)])  # kernel > 16
 def test_maxpool_refuses_kernels_that_do_not_fit(shape, kernel, stride):
     from dsatgo_np import pooling
-    with pytest.raises(ValueError, match="does not fit"):
+    message = (f"maxpool2d kernel {kernel} (stride {stride}) does not fit x {shape}: use "
+               "1 <= kernel <= min(H, W), kernel <= 16 and stride >= 1")
+    with pytest.raises(ValueError, match=re.escape(message)):
         pooling.maxpool2d_forward(np.zeros(shape), kernel, stride)
 
 

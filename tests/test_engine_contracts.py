@@ -45,6 +45,17 @@ def test_layers_built_without_a_generator_are_not_copies(make):
         assert not np.array_equal(a[name].data, b[name].data), name
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_every_parameter_takes_the_layers_dtype(make, dtype):
+    """Weight and bias alike (a float64 bias would stop a float32 forward at the dtype check)."""
+    layer = make(dtype=dtype)
+    for name, p in layer.named_parameters():
+        assert p.data.dtype == dtype and p.grad.dtype == dtype, name
+    x = np.ones((2, 1, 6) if isinstance(layer, Linear) else (2, 1, 2, 5, 5), dtype)
+    assert layer.forward(x).dtype == dtype
+
+
 @pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
 def test_manual_seed_restarts_the_shared_generator(make):
     """After dn.manual_seed(s), the layers built without rng= get, in order, the weights that

@@ -17,19 +17,23 @@ import numpy as np
 from . import kernels, layers
 from .backend import get_xp
 from .module import (Module, Parameter, _cache, _check_input, _check_size, _fold,  # noqa: F401
-                     _kept, is_static)
+                     _kept, is_static, weights_rng)
 from .neuron import SpikeConfig, make_rule, replay_rule
 
 
 # --- layers with parameters ----------------------------------------------------------------
 
 class Linear(Module):
-    """Time-distributed linear layer, [T, B, I] -> [T, B, O]; weight [O, I] as in PyTorch."""
+    """Time-distributed linear layer, [T, B, I] -> [T, B, O]; weight [O, I] as in PyTorch.
+
+    rng: the generator of the initial weights; None draws from the generator that all such
+    layers share (dsatgo_np.manual_seed reseeds it), so two layers never start as copies.
+    """
 
     def __init__(self, n_in: int, n_out: int, bias: bool = True, rng=None, dtype="float32"):
         super().__init__()
         _check_size("Linear", n_in=n_in, n_out=n_out)
-        rng = rng or np.random.default_rng(0)
+        rng = weights_rng(rng)
         self.cache = None
         bound = 1.0 / np.sqrt(n_in)                       # PyTorch's default uniform init
         self._params["weight"] = Parameter(rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype))
@@ -67,13 +71,16 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """Time-distributed 2-D convolution, [T, B, C, H, W] -> [T, B, F, OH, OW]."""
+    """Time-distributed 2-D convolution, [T, B, C, H, W] -> [T, B, F, OH, OW].
+
+    rng: as for Linear (None: the shared generator of dsatgo_np.manual_seed).
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1,
                  padding: int = 1, bias: bool = False, rng=None, dtype="float32"):
         super().__init__()
         _check_size("Conv2d", c_in=c_in, c_out=c_out, kernel=kernel, stride=stride)
-        rng = rng or np.random.default_rng(0)
+        rng = weights_rng(rng)
         self.cache = None
         bound = 1.0 / np.sqrt(c_in * kernel * kernel)
         self._params["weight"] = Parameter(

@@ -12,6 +12,25 @@ import numpy as np
 
 from .backend import get_backend, get_xp, to_device, to_numpy
 
+# A layer built without rng= draws its initial weights from this one generator, as PyTorch's
+# layers draw from its global one: two such layers get different weights. It starts seeded
+# with 0, so a script that builds its layers in the same order gets the same weights on every
+# run; manual_seed(s) restarts it. The builders in models.py pass a generator of their own
+# (their seed=) and leave this one alone.
+_weights_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Restart the generator that layers built without rng= draw their weights from."""
+    global _weights_rng
+    _weights_rng = np.random.default_rng(seed)
+    return _weights_rng
+
+
+def weights_rng(rng: np.random.Generator | None = None) -> np.random.Generator:
+    """rng itself, or the shared generator of manual_seed when rng is None."""
+    return _weights_rng if rng is None else rng
+
 
 class Parameter:
     """A learnable array and its gradient, in PyTorch's layouts.

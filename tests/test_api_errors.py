@@ -62,6 +62,13 @@ def test_encodings_refuse_empty_batches_non_finite_values_and_bad_T(encode):
     assert encode(x, 3).shape == (3, 2, 1, 8, 8)
 
 
+def test_poisson_takes_probabilities_0_and_1_as_never_and_always():
+    """A pixel at 0 never fires, a pixel at 1 (white, after x / 255) fires at every step."""
+    x = np.array([[0.0, 1.0, 1.0, 0.0]], np.float32)
+    spikes = dn.encode.poisson(x, 5, np.random.default_rng(0))
+    np.testing.assert_array_equal(spikes, np.broadcast_to(x, (5, 1, 4)))
+
+
 def test_poisson_needs_probabilities():
     with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
         dn.encode.poisson(np.full((2, 3), 1.5, np.float32), 4, np.random.default_rng(0))
@@ -99,3 +106,15 @@ def test_optimiser_option_of_the_wrong_type():
 def test_valid_edges_are_accepted():
     dn.optim.SGD(params(), lr=1e-8, momentum=0.0, weight_decay=0.0)
     dn.optim.Adam(params(), lr=1e-3, betas=(0.0, 0.0), eps=1e-12)
+
+
+@pytest.mark.usefixtures("each_kernel_set")
+@pytest.mark.parametrize("x_shape, w_shape, message", [
+    ((2, 3, 5, 5), (4, 3, 3), r"weight of shape \[F, C, KH, KW\], got shape \(4, 3, 3\)"),
+    ((3, 5, 5), (4, 3, 3, 3), r"x of shape \[N, C, H, W\], got shape \(3, 5, 5\)"),
+])
+def test_conv2d_names_a_wrong_number_of_dimensions(x_shape, w_shape, message):
+    """A 3-D weight or input is refused with its shape and the layout expected."""
+    x, w = np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)
+    with pytest.raises(ValueError, match=message):
+        dn.kernels.of(x).conv2d_forward(x, w, None, stride=1, padding=1)

@@ -22,6 +22,35 @@ def test_unknown_or_missing_backend_is_named():
             backend.get_backend("cupy")
 
 
+class _FakeCupy:
+    """Just enough of cupy for gpu_available: runtime.getDeviceCount() returns `count` or,
+    as on a machine with the CUDA libraries but no driver, raises."""
+    def __init__(self, count):
+        def get_device_count():
+            if isinstance(count, Exception):
+                raise count
+            return count
+        self.cuda = type("cuda", (), {})()
+        self.cuda.runtime = type("runtime", (), {})()
+        self.cuda.runtime.getDeviceCount = get_device_count
+
+
+@pytest.mark.parametrize("count, available", [(2, True), (1, True), (0, False),
+                                              (RuntimeError("no CUDA driver"), False)])
+def test_gpu_available_needs_a_device_that_cupy_can_count(monkeypatch, count, available):
+    monkeypatch.setattr(backend, "_cupy", _FakeCupy(count))
+    assert backend.gpu_available() is available
+
+
+def test_asking_for_cupy_without_a_gpu_names_both_ways_out(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy", None)
+    with pytest.raises(RuntimeError) as error:
+        backend.get_backend("cupy")
+    message = str(error.value)
+    assert "`pip install dsatgo_np[gpu]` on a machine with CUDA" in message
+    assert "or use backend 'numpy'" in message
+
+
 def test_dtype_follows_the_input():
     for dtype in ("float32", "float64"):
         net = dn.models.cnn((1, 8, 8), (4,), 3, T=2, dtype=dtype)

@@ -274,7 +274,8 @@ def test_errors_name_shapes_and_fix():
     w = np.zeros((4, 3, 3, 3))
     with pytest.raises(ValueError, match=r"\[N, C, H, W\].*\(3, 5, 5\).*reshape\(T \* B"):
         conv2d_forward(x[0], w)
-    with pytest.raises(ValueError, match=r"channel mismatch.*C=2.*C=3.*\[F, 2, KH, KW\]"):
+    with pytest.raises(ValueError, match=r"channel mismatch.*C=2.*C=3.*\[F, 2, KH, KW\] or fix "
+                                         r"the previous layer's channels"):
         conv2d_forward(np.zeros((2, 2, 5, 5)), w)
     with pytest.raises(ValueError, match=r"kernel 9x9 is larger than the padded input 7x7"):
         conv2d_forward(x, np.zeros((4, 3, 9, 9)), padding=1)
@@ -291,3 +292,35 @@ def test_errors_name_shapes_and_fix():
         maxpool2d_forward(x[0])
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         global_avgpool_forward(x[0])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_convolution_runs_its_gemms_on_one_blas_thread(monkeypatch, stride):
+    """The convolution shares its samples between this module's threads, each running
+    one-thread GEMMs: a threaded GEMM beside them would wait for its slower thread at every
+    call (docs/PERFORMANCE.md, "The machine"). So inside every parallel run, forward and
+    backward, both dL/dx paths and both dW paths, OpenBLAS is capped at one thread, whatever
+    it was allowed outside."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    seen = []
+    real_ranges = parallel.ranges
+
+    def watched(work, n, grain=1, blas=True, xp=np):
+        def piece(lo, hi):
+            seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+            return work(lo, hi)
+        return real_ranges(piece, n, grain, blas, xp)
+    monkeypatch.setattr(parallel, "ranges", watched)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    saved = parallel.threads()
+    parallel.set_threads(2)
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            for w_shape in ((5, 3, 3, 3), (2, 3, 3, 3)):        # widening (F > C) and not
+                w = rng.standard_normal(w_shape).astype(np.float32)
+                out, cache = fast_conv.conv2d_forward(x, w, None, stride=stride, padding=1)
+                fast_conv.conv2d_backward(np.ones_like(out), cache, need_dx=True)
+    finally:
+        parallel.set_threads(saved)
+    assert len(seen) >= 2 * 3 * 2 and set(seen) == {1}, seen

@@ -3,6 +3,8 @@ dtypes kept, the pooling and dropout modules end to end, direct-encoded inputs w
 optimiser state edge cases. Each test names the behaviour it pins down; several were written
 to kill mutants that survived the rest of the suite (docs/TESTING.md).
 """
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -31,6 +33,57 @@ def test_initial_weights_are_uniform_within_one_over_root_fan_in(make, fan_in):
             assert np.abs(w).max() > 0.99 * bound, name
 
 
+LAYERS = {"linear": lambda **kw: Linear(6, 5, **kw),
+          "conv": lambda **kw: Conv2d(2, 3, kernel=3, bias=True, **kw)}
+
+
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_layers_built_without_a_generator_are_not_copies(make):
+    """Each layer built without rng= draws its weights afresh from one shared generator."""
+    a, b = dict(make().named_parameters()), dict(make().named_parameters())
+    for name in a:
+        assert not np.array_equal(a[name].data, b[name].data), name
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_every_parameter_takes_the_layers_dtype(make, dtype):
+    """Weight and bias alike (a float64 bias would stop a float32 forward at the dtype check)."""
+    layer = make(dtype=dtype)
+    for name, p in layer.named_parameters():
+        assert p.data.dtype == dtype and p.grad.dtype == dtype, name
+    x = np.ones((2, 1, 6) if isinstance(layer, Linear) else (2, 1, 2, 5, 5), dtype)
+    assert layer.forward(x).dtype == dtype
+
+
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_manual_seed_restarts_the_shared_generator(make):
+    """After dn.manual_seed(s), the layers built without rng= get, in order, the weights that
+    layers handed np.random.default_rng(s) get; a layer given its own rng= draws nothing from
+    the shared generator."""
+    g = np.random.default_rng(5)
+    expected = [dict(make(rng=g).named_parameters()) for _ in range(2)]
+    dn.manual_seed(5)
+    first = dict(make().named_parameters())
+    make(rng=np.random.default_rng(99))                   # must not advance the shared one
+    second = dict(make().named_parameters())
+    for got, want in zip((first, second), expected):
+        for name in want:
+            np.testing.assert_array_equal(got[name].data, want[name].data)
+
+
+def test_builders_draw_from_their_own_seed_only():
+    """models.* build their layers from np.random.default_rng(seed), in order, whatever the
+    shared generator has done: the first hidden layer's weights are the seed's first draws."""
+    before = dn.models.mlp([12, 7, 3], seed=4)
+    Linear(30, 30)                                         # advances the shared generator
+    after = dn.models.mlp([12, 7, 3], seed=4)
+    bound = 1 / np.sqrt(12)
+    first = np.random.default_rng(4).uniform(-bound, bound, (7, 12)).astype(np.float32)
+    for net in (before, after):
+        np.testing.assert_array_equal(dict(net.named_parameters())["1.weight"].data, first)
+
+
 def test_lif_cache_keeps_the_input_dtype():
     """theta, k, mu, sigma are recorded in X's dtype, whatever dtype the rule hands back."""
     X = np.random.default_rng(0).normal(size=(3, 2, 5)).astype(np.float32)
@@ -54,6 +107,13 @@ def test_pooling_modules_keep_dtype_and_route_gradients(dtype):
         np.testing.assert_allclose(dx.reshape(-1, 2, 2, 2, 2, 2).sum(axis=(3, 5)), 1.0, rtol=1e-6)
         if isinstance(pool, MaxPool2d):
             assert set(np.unique(dx)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_avgpool_module_averages_k_by_k_windows(k):
+    x = np.random.default_rng(2).normal(size=(2, 3, 2, 8, 8))             # [T, B, C, H, W]
+    windows = x.reshape(2, 3, 2, 8 // k, k, 8 // k, k)
+    np.testing.assert_allclose(AvgPool2d(k).forward(x), windows.mean(axis=(4, 6)), rtol=1e-12)
 
 
 @FAST
@@ -207,7 +267,9 @@ def test_pooling_on_the_gpu_stand_in_matches_numpy():
                                                    ((1, 1, 17, 17), 17, 1)])  # kernel > 16
 def test_maxpool_refuses_kernels_that_do_not_fit(shape, kernel, stride):
     from dsatgo_np import pooling
-    with pytest.raises(ValueError, match="does not fit"):
+    message = (f"maxpool2d kernel {kernel} (stride {stride}) does not fit x {shape}: use "
+               "1 <= kernel <= min(H, W), kernel <= 16 and stride >= 1")
+    with pytest.raises(ValueError, match=re.escape(message)):
         pooling.maxpool2d_forward(np.zeros(shape), kernel, stride)
 
 

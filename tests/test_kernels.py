@@ -270,6 +270,29 @@ def test_every_table_holds_every_kernel_the_model_calls():
         assert not getattr(kernels.PLAIN, name).__module__.startswith("dsatgo_np.fast"), name
 
 
+def test_cupy_arrays_get_the_plain_core_with_the_fused_lif_kernels(monkeypatch):
+    """CuPy's table is the plain core with gpu.py's LIF pair (gpu.py imports without CuPy);
+    DSATGO_KERNELS=plain gives CuPy the plain core alone."""
+    import types
+
+    from dsatgo_np import gpu
+    cupy = types.ModuleType("cupy")
+    saved = kernels.current()
+    try:
+        monkeypatch.delenv("DSATGO_KERNELS", raising=False)
+        kernels.set_kernels("auto")
+        table = kernels.for_module(cupy)
+        assert table.name == "gpu"
+        assert table.lif_forward is gpu.lif_forward and table.lif_backward is gpu.lif_backward
+        for name in kernels.NAMES:
+            if name not in ("lif_forward", "lif_backward"):
+                assert getattr(table, name) is getattr(kernels.PLAIN, name), name
+        kernels.set_kernels("plain")
+        assert kernels.for_module(cupy) is kernels.PLAIN
+    finally:
+        kernels._choice = saved
+
+
 def test_the_kernel_table_follows_the_array_module_and_the_forced_choice(monkeypatch):
     assert kernels.for_module(np).name == ("plain" if kernels.current() == "plain" else "fast")
     saved = kernels.current()
@@ -283,6 +306,9 @@ def test_the_kernel_table_follows_the_array_module_and_the_forced_choice(monkeyp
         monkeypatch.setenv("DSATGO_KERNELS", "plain")
         kernels.set_kernels("auto")
         assert kernels.current() == "plain"
+        monkeypatch.setenv("DSATGO_KERNELS", " ")            # set but blank: the default
+        kernels.set_kernels("auto")
+        assert kernels.current() == "auto"
         monkeypatch.setenv("DSATGO_KERNELS", "turbo")
         with pytest.raises(ValueError, match="DSATGO_KERNELS"):
             kernels.set_kernels("auto")

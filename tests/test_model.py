@@ -168,7 +168,9 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="missing"):
         net.load_state_dict({k: v for k, v in state.items() if "running_threshold" not in k})
     bad = dict(state, **{"1.weight": np.zeros((3, 3), np.float32)})
-    with pytest.raises(ValueError, match="has shape"):
+    with pytest.raises(ValueError, match=r"state dict entry '1.weight' has shape \(3, 3\), the "
+                                         r"model expects \(8, 6\): was it saved from another "
+                                         r"architecture or another T\?"):
         net.load_state_dict(bad)
     with pytest.raises(ValueError, match="unknown method"):
         dn.models.mlp([6, 3], method="dsatgo")

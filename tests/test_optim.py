@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import dsatgo_np as dn
-from dsatgo_np import optim
+from dsatgo_np import kernels, optim
 from dsatgo_np.fast import optim as fast_optim
 from dsatgo_np.model import Parameter
 
@@ -39,8 +39,18 @@ def test_sgd_follows_its_formulas(momentum, weight_decay, nesterov):
 
 @pytest.mark.parametrize("nesterov,weight_decay", [(False, 0.0), (True, 1e-3)])
 def test_sgd_in_chunks_is_the_whole_array_update_bit_for_bit(monkeypatch, nesterov, weight_decay):
-    results = []
+    """A contiguous NumPy parameter is updated in pieces of CHUNK values (90 = 12 * 7 + 6 and
+    13 = 7 + 6: 15 pieces a step), with the same bits as one whole-array update."""
+    results, pieces = [], []
+    real_update = fast_optim.sgd_update_whole
+
+    def counted(p, *rest):
+        pieces.append(p.size)
+        return real_update(p, *rest)
+    monkeypatch.setattr(fast_optim, "sgd_update_whole", counted)
+    monkeypatch.setattr(kernels, "_choice", "fast")       # the CPU kernels, whatever the env says
     for chunk in (7, 1 << 30):                        # many pieces (with a partial one), one piece
+        pieces.clear()
         monkeypatch.setattr(fast_optim, "CHUNK", chunk)
         rng = np.random.default_rng(1)
         ps = [Parameter(rng.normal(size=s).astype(np.float32)) for s in ((9, 10), (13,))]
@@ -50,6 +60,7 @@ def test_sgd_in_chunks_is_the_whole_array_update_bit_for_bit(monkeypatch, nester
                 p.grad = rng.normal(size=p.data.shape).astype(np.float32)
             opt.step()
         results.append([p.data.copy() for p in ps] + [b.copy() for b in opt.buffers])
+        assert pieces == ([7] * 12 + [6] + [7, 6]) * 3 if chunk == 7 else [90, 13] * 3
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 

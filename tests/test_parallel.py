@@ -197,18 +197,57 @@ def test_the_allocator_tuning_is_opt_in():
                                    (9, 300, 200),      # medium, wide: split by columns
                                    (400, 300, 300)])   # large: the BLAS's own threads
 @pytest.mark.parametrize("split", [False, True])
-def test_matmul_gives_the_product_whichever_way_it_runs(monkeypatch, shape, split):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_gives_the_product_whichever_way_it_runs(monkeypatch, shape, split, dtype):
+    """The product, in the operands' dtype (float32 stays float32 on every path)."""
     monkeypatch.setattr(parallel, "BLAS_OWN_MACS", 20_000_000)
     M, K, N = shape
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((M, K)), rng.standard_normal((N, K)).T    # b: a transposed view
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((N, K)).astype(dtype).T                      # a transposed view
     # the BLAS may add the K products in another order on each path: |error| <= K eps |a| |b|
-    tol = K * np.finfo(float).eps * np.abs(a).max() * np.abs(b).max()
+    tol = K * np.finfo(dtype).eps * np.abs(a).max() * np.abs(b).max()
     with threads(2):
-        np.testing.assert_allclose(parallel.matmul(a, b, split=split), a @ b, rtol=0, atol=tol)
-        out = np.full((M, N), np.nan)
+        got = parallel.matmul(a, b, split=split)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, a @ b, rtol=0, atol=tol)
+        out = np.full((M, N), np.nan, dtype=dtype)
         assert parallel.matmul(a, b, out=out, split=split) is out
         np.testing.assert_allclose(out, a @ b, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("macs_needed, split, expected", [
+    (720_000, False, [("blas threads", (600, 30))]),      # large: one call, the BLAS's threads
+    (720_001, False, [("one thread", (600, 30))]),        # medium: one call, one BLAS thread
+    (720_000, True, [("ours", (300, 30)), ("ours", (300, 30))]),   # split: rows shared
+])
+def test_matmul_hands_only_large_unsplit_products_to_the_blas_threads(monkeypatch, macs_needed,
+                                                                     split, expected):
+    """A product of at least BLAS_OWN_MACS multiply-adds (here 600 * 30 * 40 = 720,000) runs as
+    one call on OpenBLAS's own threads; a smaller one on one BLAS thread; split=True shares
+    its rows between this module's threads instead."""
+    monkeypatch.setattr(parallel, "BLAS_THREADED_MACS", 1000)
+    monkeypatch.setattr(parallel, "BLAS_OWN_MACS", macs_needed)
+    calls, one_thread = [], []
+    real = np.matmul
+
+    @contextlib.contextmanager
+    def blas_one_thread():
+        one_thread.append(True)
+        yield
+        one_thread.pop()
+
+    def spy(a, b, out=None):
+        where = "ours" if threading.current_thread() is not threading.main_thread() or split \
+            else ("one thread" if one_thread else "blas threads")
+        calls.append((where, a.shape))
+        return real(a, b, out=out)
+    monkeypatch.setattr(parallel, "_blas_one_thread", blas_one_thread)
+    monkeypatch.setattr(np, "matmul", spy)
+    a, b = np.ones((600, 30)), np.ones((30, 40))
+    with threads(2):
+        np.testing.assert_array_equal(parallel.matmul(a, b, split=split), np.full((600, 40), 30.0))
+    assert calls == expected
 
 
 def test_matmul_split_shares_rows_between_threads(monkeypatch):

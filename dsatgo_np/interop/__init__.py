@@ -1,10 +1,11 @@
-"""Moving models out of and into dsatgo_np.
+"""Moving models out of and into dsatgo_np (also as dn.interop after `import dsatgo_np as dn`).
 
     official.py   the authors' PyTorch release (ResNet19) and PyTorch key names, in safetensors
     nirgraph.py   the Neuromorphic Intermediate Representation (NIR): Norse, snnTorch, Lava, chips
 
-Each submodule imports its optional dependency (safetensors, nir) only when called, and
-raises MissingPackage, with the line that installs it, when it is not there.
+Each submodule imports its optional dependency (safetensors, nir) only when called, so this
+package loads with dsatgo_np and needs neither; a missing one raises MissingPackage, with the
+line that installs it.
 """
 
 
@@ -13,4 +14,7 @@ class MissingPackage(ImportError):
     install it. (Defined before the submodules are imported: they raise it.)"""
 
 
-from .nirgraph import from_nir, to_nir  # noqa: E402,F401  (nir loads on the first call)
+from . import nirgraph, official  # noqa: E402,F401
+from .nirgraph import from_nir, to_nir  # noqa: E402,F401
+from .official import (calibrate, export_official, import_official, load_official,  # noqa: E402,F401
+                       load_safetensors, read_safetensors, save_safetensors)

@@ -305,11 +305,11 @@ def test_the_convolution_runs_its_gemms_on_one_blas_thread(monkeypatch, stride):
     seen = []
     real_ranges = parallel.ranges
 
-    def watched(work, n, grain=1, blas=True, xp=np):
+    def watched(work, n, grain=1, blas=True):
         def piece(lo, hi):
             seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
             return work(lo, hi)
-        return real_ranges(piece, n, grain, blas, xp)
+        return real_ranges(piece, n, grain, blas)
     monkeypatch.setattr(parallel, "ranges", watched)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)

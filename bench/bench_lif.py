@@ -17,7 +17,7 @@ import numpy as np
 from dsatgo_np import layers as plain_layers
 from dsatgo_np import neuron as plain_neuron
 from dsatgo_np.fast import layers, neuron
-from dsatgo_np.neuron import SpikeConfig, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, make_rule
 
 # [T*B, C, ...] activations of the benchmark networks (T = 4)
 SHAPES = {

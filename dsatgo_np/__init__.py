@@ -9,13 +9,15 @@
 import os as _os
 
 from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, kernels,  # noqa: F401
-               layers, losses, model, models, neuron, optim, pooling, surrogate, threshold)
+               model, models, optim)
+from .core import (conv, layers, losses, neuron, pooling, surrogate, threshold,  # noqa: F401
+                   update)
 from . import interop  # noqa: F401  (safetensors, nir and torch load only when a function needs them)
 from .backend import get_xp, to_numpy  # noqa: F401
 from .checkpoint import load, save  # noqa: F401  (dn.load(run folder or .npz), dn.save(net, path))
 from .kernels import set_kernels  # noqa: F401
 from .module import manual_seed  # noqa: F401  (the generator of layers built without rng=)
-from .neuron import METHODS, SpikeConfig  # noqa: F401
+from .core.neuron import METHODS, SpikeConfig  # noqa: F401
 
 if _os.environ.get("DSATGO_MALLOC", "").strip().lower() == "keep":   # an explicit opt-in
     from .fast import allocator as _allocator

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import conv, layers, neuron, pooling, threshold, update
+from .core import conv, layers, neuron, pooling, threshold, update
 from .backend import get_xp
 
 NAMES = ("lif_forward", "lif_backward", "layer_stats", "linear_forward", "linear_backward",

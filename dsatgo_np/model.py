@@ -14,11 +14,13 @@ import numbers
 
 import numpy as np
 
-from . import kernels, layers
+from . import kernels
+
+from .core import layers
 from .backend import get_xp
 from .module import (Module, Parameter, _cache, _check_input, _check_size, _fold,  # noqa: F401
                      _kept, is_static, weights_rng)
-from .neuron import SpikeConfig, make_rule, replay_rule
+from .core.neuron import SpikeConfig, make_rule, replay_rule
 
 
 # --- layers with parameters ----------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 
 from .model import (AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
                     SEWBlock, Sequential, Spiking)
-from .neuron import SpikeConfig
+from .core.neuron import SpikeConfig
 
 _CONFIG_KEYS = set(SpikeConfig.__dataclass_fields__)
 

@@ -8,7 +8,7 @@ import math
 
 from . import kernels
 from .backend import get_xp
-from .update import sgd_update  # noqa: F401  (the update's plain formula)
+from .core.update import sgd_update  # noqa: F401  (the update's plain formula)
 
 
 def _check_options(name: str, params: list, lr, weight_decay, **ranges):

@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from .diagnostics import THEOREM1_RATE, gaussian_window_share, rename_layers
-from .surrogate import dynamic_width
+from .core.surrogate import dynamic_width
 
 
 # Okabe & Ito, "Color Universal Design" (2008): blue, orange, bluish green, vermillion,

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import data, diagnostics, encode, losses, models, optim
+from . import data, diagnostics, encode, models, optim
+
+from .core import losses
 from .backend import BACKENDS, get_backend, to_numpy
 from .checkpoint import (load_model_state, load_npz, model_meta, read_checkpoint,
                          save_checkpoint, save_npz)
-from .neuron import METHODS, SpikeConfig
+from .core.neuron import METHODS, SpikeConfig
 from .runs import (BEST, CONFIG, LAST, METRICS, Diverged, RunError, RunFolder,  # noqa: F401
                    check_best, reconcile_rows, writing)
 

@@ -44,14 +44,14 @@ EQUIVALENT: dict[str, str] = {
         "Spiking.backward never reads need_dx",
     "dsatgo_np.model.xǁSpikingǁforward__mutmut_52":
         "getattr default None instead of False: both are false where the flag is read",
-    "dsatgo_np.neuron.x_lif_backward__mutmut_16":
+    "dsatgo_np.core.neuron.x_lif_backward__mutmut_16":
         "V computed even when need_dlam is False: it is read only for dlam, so only time changes",
     "dsatgo_np.optim.xǁSGDǁload_state_dict__mutmut_3":
         "the constructor refuses an empty parameter list, so self.params is never empty here",
     "dsatgo_np.model.xǁBatchNormǁforward__mutmut_34":
         "x[1] for x[0] of a direct-encoded input in eval mode: every step is the same array "
         "(is_static needs T > 1, so x[1] exists)",
-    "dsatgo_np.neuron.x_make_rule__mutmut_25":
+    "dsatgo_np.core.neuron.x_make_rule__mutmut_25":
         "nan = None: stack_steps records mu and sigma with asarray(None, dtype), which is NaN "
         "in NumPy and in the CuPy stand-in (not checked on CuPy itself)",
     "dsatgo_np.fast.conv.x__conv_dw__mutmut_41":
@@ -60,18 +60,18 @@ EQUIVALENT: dict[str, str] = {
         "two more values of slack in the padded scratch buffer, never read",
     "dsatgo_np.model.xǁSpikingǁ__init____mutmut_79":
         "record = None for False: both are false where it is read",
-    "dsatgo_np.neuron.x_replay_rule__mutmut_3":
+    "dsatgo_np.core.neuron.x_replay_rule__mutmut_3":
         "nan = None: recorded as asarray(None, dtype), NaN in NumPy and the CuPy stand-in",
     "dsatgo_np.fast.parallel.x_split__mutmut_31":
         "one more bound, equal to n: the empty run (n, n) it adds is dropped by hi > lo",
-    "dsatgo_np.threshold.x_estimated_threshold__mutmut_4":
+    "dsatgo_np.core.threshold.x_estimated_threshold__mutmut_4":
         "get_xp(None) is NumPy, and np.sqrt on a CuPy (or stand-in) array dispatches to its "
         "own module through __array_ufunc__",
     "dsatgo_np.fast.neuron.x_lif_backward__mutmut_73":
         "out= dropped: dS~ lands in a new array instead of a reused buffer; same values",
     "dsatgo_np.fast.parallel.x_split__mutmut_8":
         "n >= 0 for n > 0: at n = 0 both branches give 0 units",
-    "dsatgo_np.neuron.x_make_rule__mutmut_86":
+    "dsatgo_np.core.neuron.x_make_rule__mutmut_86":
         "dtype=None: g comes from a BatchNorm of the model's dtype and lam is in that dtype, so "
         "mpd_agl_width already returns it (and stack_steps casts k to X's dtype)",
     "dsatgo_np.fast.layers.x_batchnorm_forward__mutmut_84":
@@ -88,7 +88,7 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.fast.parallel.x__blas_one_thread__mutmut_8":
         "user_api=None caps every thread pool threadpoolctl finds, not only the BLAS; the "
         "engine runs nothing on the others (OpenMP), so the same cap acts",
-    "dsatgo_np.layers.x__channel_axes__mutmut_12":
+    "dsatgo_np.core.layers.x__channel_axes__mutmut_12":
         "(1, -2, 1, ...) for (1, -1, 1, ...): NumPy (and the stand-in, backed by NumPy) read "
         "any negative size as the one unknown dimension (not checked on CuPy itself)",
     "dsatgo_np.model.xǁDropoutǁbackward__mutmut_1":
@@ -98,16 +98,16 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.models.x_resnet19__mutmut_104":
         "`s != 1 and c != c_out` for `or`: in resnet19's fixed stages the stride is 2 exactly "
         "where the width changes, so the two conditions agree on every block",
-    "dsatgo_np.surrogate.x_dynamic_width_two_branches__mutmut_3":
+    "dsatgo_np.core.surrogate.x_dynamic_width_two_branches__mutmut_3":
         "z > v_th for z >= v_th: at z = v_th both branches give k0 (tanh(0) = 0)",
     "dsatgo_np.fast.neuron.x_lif_backward__mutmut_76":
         "out=None for dV * H: the product lands in a new array instead of the reused buffer, "
         "then the subtraction writes the buffer as before; same values",
-    "dsatgo_np.neuron.x_replay_rule__mutmut_10":
+    "dsatgo_np.core.neuron.x_replay_rule__mutmut_10":
         "float('NAN') is float('nan')",
     "dsatgo_np.model.xǁLinearǁbackward__mutmut_9":
         "need_dx=None for False: linear_backward reads it only as `if need_dx`",
-    "dsatgo_np.surrogate.x_mpd_agl_width__mutmut_5":
+    "dsatgo_np.core.surrogate.x_mpd_agl_width__mutmut_5":
         "get_xp(g) for get_xp(lam, g): the engine passes lam and g from the same array module "
         "(the neuron's decay, its BatchNorm's mean scale)",
 }

@@ -6,11 +6,11 @@ from hypothesis import given, settings, strategies as st
 
 from dsatgo_np import conv as plain_conv
 from dsatgo_np import pooling as plain_pooling
-from dsatgo_np.conv import conv2d_backward, conv2d_forward
+from dsatgo_np.core.conv import conv2d_backward, conv2d_forward
 from dsatgo_np.fast import conv as fast_conv
 from dsatgo_np.fast import parallel
 from dsatgo_np.fast import pooling as fast_pooling
-from dsatgo_np.pooling import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
+from dsatgo_np.core.pooling import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
                                global_avgpool_forward, maxpool2d_backward, maxpool2d_forward)
 from dsatgo_np.gradcheck import GradientCheckError, check_backward
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import dsatgo_np as dn
 from dsatgo_np import diagnostics as dg
 from dsatgo_np.model import Sequential, Spiking
-from dsatgo_np.neuron import LIFCache
+from dsatgo_np.core.neuron import LIFCache
 
 
 def make_cache(H, theta, k):

@@ -13,7 +13,7 @@ import dsatgo_np as dn
 from dsatgo_np import kernels, optim
 from dsatgo_np.gradcheck import check_backward
 from dsatgo_np.model import AvgPool2d, Conv2d, Dropout, Linear, MaxPool2d, Parameter
-from dsatgo_np.neuron import replay_rule
+from dsatgo_np.core.neuron import replay_rule
 
 from strategies import FAST, array, fd_atol
 
@@ -386,8 +386,8 @@ def test_an_optimiser_without_parameters_names_the_fix():
 def test_threshold_vjp_of_a_constant_layer_is_the_means_term_only():
     """sigma = 0 (every H[t] equal): the std has no derivative there; its term is 0, the
     mean's 1/N stays, and nothing is inf or NaN, also through the neuron's backward."""
-    from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
-    from dsatgo_np.threshold import layer_stats, threshold_vjp
+    from dsatgo_np.core.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
+    from dsatgo_np.core.threshold import layer_stats, threshold_vjp
     h = np.full((4, 5), 0.75)                                   # sums exact: sigma is 0
     mu, sigma = layer_stats(h)
     assert sigma == 0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dsatgo_np import kernels, layers, losses
 from dsatgo_np.gradcheck import GradientCheckError, check_backward
-from dsatgo_np.neuron import METHODS, SpikeConfig, make_rule, replay_rule
+from dsatgo_np.core.neuron import METHODS, SpikeConfig, make_rule, replay_rule
 
 from strategies import FAST, array, away_from_kinks, fd_atol, floats, labels, spread_array
 

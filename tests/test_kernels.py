@@ -22,10 +22,10 @@ from dsatgo_np import layers as plain_layers
 from dsatgo_np.fast import layers as fast_layers
 from dsatgo_np.fast import neuron as fast_neuron
 from dsatgo_np.fast.neuron import fast_layer_stats, lif_backward, lif_forward
-from dsatgo_np.neuron import METHODS, SpikeConfig, make_rule
-from dsatgo_np.neuron import lif_backward as plain_lif_backward
-from dsatgo_np.neuron import lif_forward as plain_lif_forward
-from dsatgo_np.threshold import layer_stats
+from dsatgo_np.core.neuron import METHODS, SpikeConfig, make_rule
+from dsatgo_np.core.neuron import lif_backward as plain_lif_backward
+from dsatgo_np.core.neuron import lif_forward as plain_lif_forward
+from dsatgo_np.core.threshold import layer_stats
 
 FAST = settings(max_examples=20, deadline=None)
 
@@ -270,22 +270,27 @@ def test_every_table_holds_every_kernel_the_model_calls():
         assert not getattr(kernels.PLAIN, name).__module__.startswith("dsatgo_np.fast"), name
 
 
-def test_cupy_arrays_get_the_plain_core_with_the_fused_lif_kernels(monkeypatch):
-    """CuPy's table is the plain core with gpu.py's LIF pair (gpu.py imports without CuPy);
+def test_cupy_arrays_get_the_gpu_kernels_and_the_plain_core_for_the_rest(monkeypatch):
+    """CuPy's table takes the neuron, the statistics, tdBN, conv2d, running averages and SGD
+    from dsatgo_np/gpu/ (which imports without CuPy), every other kernel from the plain core;
     DSATGO_KERNELS=plain gives CuPy the plain core alone."""
     import types
 
-    from dsatgo_np import gpu
     cupy = types.ModuleType("cupy")
     saved = kernels.current()
+    on_gpu = {"lif_forward", "lif_backward", "layer_stats", "batchnorm_forward",
+              "batchnorm_backward", "batchnorm_backward_static", "conv2d_forward",
+              "conv2d_backward", "update_running", "sgd_update"}
     try:
         monkeypatch.delenv("DSATGO_KERNELS", raising=False)
         kernels.set_kernels("auto")
         table = kernels.for_module(cupy)
         assert table.name == "gpu"
-        assert table.lif_forward is gpu.lif_forward and table.lif_backward is gpu.lif_backward
         for name in kernels.NAMES:
-            if name not in ("lif_forward", "lif_backward"):
+            module = getattr(table, name).__module__
+            if name in on_gpu:
+                assert module.startswith("dsatgo_np.gpu."), name
+            else:
                 assert getattr(table, name) is getattr(kernels.PLAIN, name), name
         kernels.set_kernels("plain")
         assert kernels.for_module(cupy) is kernels.PLAIN

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dsatgo_np import surrogate, threshold
-from dsatgo_np.neuron import METHODS, SpikeConfig, lif_forward, make_rule
+from dsatgo_np.core.neuron import METHODS, SpikeConfig, lif_forward, make_rule
 
 
 def normal_cdf(x):

@@ -5,7 +5,7 @@ import pytest
 import dsatgo_np as dn
 from dsatgo_np.model import (AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear,
                              MaxPool2d, Spiking)
-from dsatgo_np.neuron import SpikeConfig
+from dsatgo_np.core.neuron import SpikeConfig
 
 
 @pytest.mark.parametrize("make", [lambda: Linear(3, 2), lambda: Conv2d(1, 2, padding=1),

@@ -30,7 +30,7 @@ import dsatgo_np as dn
 import dsatgo_np.kernels  # noqa: F401  (dn.kernels, patched in constants_held)
 from dsatgo_np.gradcheck import check_backward
 from dsatgo_np.model import Spiking
-from dsatgo_np.neuron import METHODS, THRESHOLDS, WIDTHS
+from dsatgo_np.core.neuron import METHODS, THRESHOLDS, WIDTHS
 
 from strategies import FEW, away_from_kinks, labels, spread_array
 

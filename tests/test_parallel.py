@@ -21,7 +21,7 @@ from dsatgo_np import neuron
 from dsatgo_np.fast import conv, layers, parallel, pooling
 from dsatgo_np.fast import neuron as fast_neuron
 from dsatgo_np.fast.neuron import fast_layer_stats, lif_backward, lif_forward
-from dsatgo_np.neuron import SpikeConfig, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, make_rule
 
 
 @pytest.fixture(autouse=True)

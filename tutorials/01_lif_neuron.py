@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from _common import FAST, savefig
-from dsatgo_np.neuron import SpikeConfig, lif_forward, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, lif_forward, make_rule
 
 LAM, THETA = 0.2, 1.0
 
@@ -122,7 +122,7 @@ assert S[:, 1].tolist() == [0, 1] * (T // 2)    # 0.9, then 0.9 * 1.2 = 1.08 >= 
 # %% [markdown]
 # ## The library does the same
 #
-# `dsatgo_np.neuron.lif_forward(X, lam, rule)` runs the same recurrence. What varies
+# `dsatgo_np.core.neuron.lif_forward(X, lam, rule)` runs the same recurrence. What varies
 # between the methods of this project is the **rule**, a function called at every step on
 # $H[t]$ that returns the threshold $\theta[t]$ (and the surrogate width $k[t]$ that the
 # backward pass will need; tutorial 2). The `"vanilla"` method has a fixed threshold

@@ -17,7 +17,7 @@
 # is computed by **backpropagation through time** (BPTT): unroll the $T$ steps into one
 # long computation graph and walk it backwards. We derive every partial derivative for one
 # neuron, code the backward loop by hand, prove it right with finite differences, and then
-# find the same numbers in `dsatgo_np.neuron.lif_backward`.
+# find the same numbers in `dsatgo_np.core.neuron.lif_backward`.
 #
 # ## The graph of one step
 #
@@ -58,7 +58,7 @@ import numpy as np
 
 from _common import savefig
 from dsatgo_np import surrogate
-from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
 
 LAM, THETA, K = 0.2, 1.0, 1.0
 

@@ -29,7 +29,7 @@ import numpy as np
 from _common import savefig
 from dsatgo_np import layers
 from dsatgo_np.gradcheck import GradientCheckError, check_backward, numerical_vjp, rel_error
-from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_rule
+from dsatgo_np.core.neuron import SpikeConfig, lif_backward, lif_forward, make_rule, replay_rule
 
 rng = np.random.default_rng(0)
 

@@ -38,7 +38,7 @@ import dsatgo_np as dn
 from _common import FAST, savefig
 from dsatgo_np import data, threshold
 from dsatgo_np.model import Conv2d, Spiking
-from dsatgo_np.neuron import SpikeConfig, lif_forward, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, lif_forward, make_rule
 
 rng = np.random.default_rng(0)
 Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))

@@ -37,7 +37,7 @@ import numpy as np
 
 from _common import FAST, savefig
 from dsatgo_np import surrogate, threshold
-from dsatgo_np.neuron import SpikeConfig, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, make_rule
 
 rng = np.random.default_rng(0)
 Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))

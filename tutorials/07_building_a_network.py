@@ -39,7 +39,7 @@ import numpy as np
 import dsatgo_np as dn
 from _common import FAST, savefig
 from dsatgo_np import data, layers, losses
-from dsatgo_np.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
+from dsatgo_np.core.neuron import SpikeConfig, lif_backward, lif_forward, make_rule
 
 # The library's plain core, the equations as written: what a debugger steps into from
 # net.forward (the default kernels compute the same numbers faster; tutorial 10 compares them).

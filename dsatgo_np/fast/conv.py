@@ -1,6 +1,6 @@
-"""The CPU fast path of dsatgo_np.conv: convolution by im2col and one GEMM per chunk of samples.
+"""The CPU fast path of dsatgo_np.core.conv: convolution by im2col and one GEMM per chunk of samples.
 
-Same contract as conv.conv2d_forward / conv.conv2d_backward (the sums stated in dsatgo_np/conv.py),
+Same contract as conv.conv2d_forward / conv.conv2d_backward (the sums stated in dsatgo_np/core/conv.py),
 the same numbers to float round-off (tests/test_kernels.py). A column matrix
 ``cols = (C*KH*KW, m*OH*OW)`` turns the sums into one GEMM per chunk of m samples:
 ``out = W_mat @ cols``, ``dW_mat += dout_chunk @ cols^T`` with dout_chunk (F, m*OH*OW) (asked
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import parallel
-from ..conv import ConvCache, check_dout, conv_output_size
+from ..core.conv import ConvCache, check_dout, conv_output_size
 
 # Columns are built a few samples at a time into one reused buffer of about this size, so that
 # the copy that writes them and the GEMM that reads them meet in the cache instead of RAM

@@ -1,6 +1,6 @@
-"""The CPU fast path of dsatgo_np.layers: Linear through parallel.matmul, BatchNorm from sums.
+"""The CPU fast path of dsatgo_np.core.layers: Linear through parallel.matmul, BatchNorm from sums.
 
-Same contracts as the plain functions of dsatgo_np/layers.py (tests/test_kernels.py holds them
+Same contracts as the plain functions of dsatgo_np/core/layers.py (tests/test_kernels.py holds them
 equal). NumPy arrays only: the kernel table (dsatgo_np/kernels.py) never hands these a CuPy array.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import parallel
-from ..layers import LinearCache, check_linear
+from ..core.layers import LinearCache, check_linear
 
 # --- Linear ---------------------------------------------------------------------------------
 
@@ -37,7 +37,7 @@ def linear_backward(dout, cache: LinearCache, need_dx: bool = True):
 
 # --- tdBN: BatchNorm over time, batch and space -------------------------------------------
 #
-# dsatgo_np.layers writes the textbook formulas with whole-array operations: about twelve
+# dsatgo_np.core.layers writes the textbook formulas with whole-array operations: about twelve
 # passes over memory and five fresh arrays as large as x per call. batchnorm_forward /
 # batchnorm_backward here give the same numbers (to float32 round-off, tests/test_kernels.py)
 # from per-channel sums:

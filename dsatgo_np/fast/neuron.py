@@ -1,4 +1,4 @@
-"""The LIF neuron's CPU fast path: dsatgo_np.neuron's loops a cache-sized block of neurons at a time.
+"""The LIF neuron's CPU fast path: dsatgo_np.core.neuron's loops a cache-sized block of neurons at a time.
 
 Same contract and, for spikes, the same bits as neuron.lif_forward / neuron.lif_backward (the
 plain core that states the recurrence): tests/test_kernels.py compares them. The layer
@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 
 from . import parallel
-from ..neuron import LIFCache, lif_backward as lif_backward_plain, stack_steps
-from ..threshold import layer_stats
+from ..core.neuron import LIFCache, lif_backward as lif_backward_plain, stack_steps
+from ..core.threshold import layer_stats
 
 ROW = 1024     # values per row sum of the fast statistics (see row_sums)
 

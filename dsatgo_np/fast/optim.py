@@ -6,7 +6,7 @@ the same, bit for bit (tests/test_optim.py; `python bench/bench_optim.py` times 
 """
 from __future__ import annotations
 
-from ..update import sgd_update as sgd_update_whole
+from ..core.update import sgd_update as sgd_update_whole
 
 CHUNK = 1 << 16    # values per piece (256 KiB of float32 per array)
 

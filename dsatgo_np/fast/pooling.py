@@ -1,4 +1,4 @@
-"""The CPU fast path of average pooling (dsatgo_np.pooling states it plainly).
+"""The CPU fast path of average pooling (dsatgo_np.core.pooling states it plainly).
 
 Same contract and, for finite inputs, the same numbers; a block of samples at a time, the
 blocks shared between CPU threads (parallel.py). NumPy arrays only.
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import parallel
-from ..conv import check_dout
-from ..pooling import AvgPoolCache, check_avgpool
+from ..core.conv import check_dout
+from ..core.pooling import AvgPoolCache, check_avgpool
 
 
 def avgpool2d_forward(x, kernel=2):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from ..conv import ConvCache, check_dout, conv_output_size
+from ..core.conv import ConvCache, check_dout, conv_output_size
 from .build import cuda_module, kernel
 
 CHUNK_BYTES = int(float(os.environ.get("DSATGO_CONV_CHUNK_MB", "512")) * 2**20)

@@ -7,7 +7,7 @@ five array operations. Each line rounds as the plain core's operation that it re
 """
 from __future__ import annotations
 
-from ..layers import BatchNormCache
+from ..core.layers import BatchNormCache
 from .build import cuda_module, kernel
 from .stats import channel_moments, channel_sums
 

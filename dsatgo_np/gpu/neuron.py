@@ -9,7 +9,7 @@ Same contract as the plain core; tests/test_gpu_kernels.py compares them.
 """
 from __future__ import annotations
 
-from .. import neuron
+from ..core import neuron
 from .build import cuda_module, kernel, partial_count
 from .stats import reduce_in_stages
 

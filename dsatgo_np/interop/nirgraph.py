@@ -35,8 +35,8 @@ import numpy as np
 from . import MissingPackage
 from ..model import (AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
                      Sequential, Spiking)
-from ..neuron import SpikeConfig
-from ..threshold import estimated_threshold
+from ..core.neuron import SpikeConfig
+from ..core.threshold import estimated_threshold
 
 EXPORTER = "dsatgo_np"
 THRESHOLD_CHOICES = ("mean", "first")

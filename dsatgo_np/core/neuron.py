@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
-from .backend import get_xp
+from ..backend import get_xp
 from .surrogate import dynamic_width, heaviside, mpd_agl_width, primitive, window
 from .threshold import adaptive_threshold, estimated_threshold, layer_stats, threshold_vjp
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_xp
+from ..backend import get_xp
 
 
 def heaviside(z):

@@ -9,7 +9,7 @@ threshold_grad (threshold_vjp, DERIVATIONS.md section 6).
 """
 from __future__ import annotations
 
-from .backend import get_xp
+from ..backend import get_xp
 
 
 def layer_stats(h):

@@ -6,7 +6,7 @@ receives the same gradient dL/dm / T.
 """
 from __future__ import annotations
 
-from .backend import get_xp, to_numpy
+from ..backend import get_xp, to_numpy
 
 
 def _check(out, y, label_range: bool = True):

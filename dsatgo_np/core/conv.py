@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .backend import get_xp
+from ..backend import get_xp
 
 
 class ConvCache(NamedTuple):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .backend import get_xp
+from ..backend import get_xp
 from .conv import check_dout
 
 

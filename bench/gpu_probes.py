@@ -109,7 +109,7 @@ CIFAR_LONG = dict(dataset="cifar10", model="vgg", vgg_layers=[64, 128, "P", 128,
 
 def first_steps(cfg, xp, steps: int, x, y, in_shape, n_classes, device="cupy") -> list:
     """The batch losses of the training command's first `steps` steps on module xp: its batch
-    order, augmentation, initial weights and schedule (train._train, step for step)."""
+    order, augmentation, initial weights and schedule (dsatgo_np.train.loop, step for step)."""
     net = train.build_model(cfg, in_shape, n_classes)
     if xp is not np:
         net.to(device)

@@ -8,13 +8,14 @@
 """
 import os as _os
 
-from . import (backend, checkpoint, data, diagnostics, encode, gradcheck, kernels,  # noqa: F401
-               model, models, optim)
+from . import (backend, checkpoint, data, diagnostics, encode, files, gradcheck,  # noqa: F401
+               kernels, model, models, optim, recipe)
 from .core import (conv, layers, losses, neuron, pooling, surrogate, threshold,  # noqa: F401
                    update)
 from . import interop  # noqa: F401  (safetensors, nir and torch load only when a function needs them)
 from .backend import get_xp, to_numpy  # noqa: F401
-from .checkpoint import load, save  # noqa: F401  (dn.load(run folder or .npz), dn.save(net, path))
+from .checkpoint import save  # noqa: F401  (dn.save(net, "net.npz"))
+from .files import load  # noqa: F401  (dn.load(a run folder, .npz, .safetensors or .nir))
 from .kernels import set_kernels  # noqa: F401
 from .module import manual_seed  # noqa: F401  (the generator of layers built without rng=)
 from .core.neuron import METHODS, SpikeConfig  # noqa: F401

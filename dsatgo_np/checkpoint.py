@@ -5,8 +5,7 @@ Layout of the .npz:  "model/<name>" arrays, "optim/<name>" arrays, and "meta", a
 recipe that rebuilds the network: its `spec` and spiking options). Everything needed to
 evaluate (BatchNorm statistics, running thresholds) lives in the model's state dict.
 
-    net = dn.load("runs/mnist-mlp-ds-atgo-20260101-120000")   # a run folder: its best.npz
-    dn.save(net, "mlp.npz")                                   # any network of dn.models
+    dn.save(net, "mlp.npz")            # any network of dn.models; dn.load (files.py) reads it
 """
 from __future__ import annotations
 
@@ -17,7 +16,9 @@ import tempfile
 
 import numpy as np
 
+from . import models
 from .backend import to_numpy
+from .recipe import Config, build_model
 
 TMP_SUFFIX = ".tmp"     # temporaries: "<name>.<random>.tmp" beside the file they replace
 
@@ -181,7 +182,8 @@ def save(net, path, meta: dict | None = None):
     save_checkpoint(path, net, None, dict(meta or {}, model=model_meta(net)))
 
 
-def _resolve(path) -> str:
+def resolve(path) -> str:
+    """A run folder's best.npz (else last.npz); any other path as it is."""
     path = os.fspath(path)
     if os.path.isdir(path):
         for name in ("best.npz", "last.npz"):
@@ -192,51 +194,12 @@ def _resolve(path) -> str:
     return path
 
 
-def load(path, backend: str = "numpy"):
-    """The network saved at ``path``, in eval mode, so that it predicts with its running
-    thresholds and BatchNorm statistics; on ``backend`` ("numpy" or "cupy"). ``path`` is a run
-    folder (its best.npz, else last.npz), a checkpoint written by the training command or by
-    :func:`save`, a .safetensors file (dn.interop.official.save_safetensors, or `export`) or
-    a .nir file (`export`, or any feed-forward NIR graph that dn.interop.nirgraph.from_nir
-    reads); the format is told by the file's first bytes, not its name.
-    """
-    return load_with_meta(path, backend)[0]
-
-
-def load_with_meta(path, backend: str = "numpy"):
-    """(network, metadata) of :func:`load`. The metadata of a checkpoint as it stored it; of a
-    .safetensors or .nir file written by `export`, the same keys where the file records them
-    (config.dataset, test_acc, epoch)."""
-    path = _resolve(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}: check the path")
-    kind = file_format(path)
-    if kind == "safetensors":
-        from .interop import official
-        net = official.load_safetensors(path)
-        try:
-            run = json.loads(official.read_safetensors(path)[2].get("run", "{}"))
-        except ValueError:                       # a foreign file's own "run" entry
-            run = {}
-        run = run if isinstance(run, dict) else {}
-        meta = {k: run[k] for k in ("test_acc", "epoch") if k in run}
-        if run.get("dataset"):
-            meta["config"] = dict(dataset=run["dataset"])
-        return net.to(backend).eval(), meta
-    if kind == "nir":
-        from .interop import nirgraph
-        net = nirgraph.load_file(path)
-        recorded = getattr(net, "metadata", None) or {}
-        meta = {}
-        if "source_test_acc" in recorded:
-            meta["test_acc"] = float(recorded["source_test_acc"])
-        if recorded.get("dataset"):
-            meta["config"] = dict(dataset=str(recorded["dataset"]))
-        return net.to(backend).eval(), meta
+def load_model(path):
+    """(network, metadata) of a .npz written by dn.save or the training command: the network
+    rebuilt from the recipe in its metadata, with its saved state (train mode, on NumPy)."""
     state, _, meta = read_checkpoint(path)
     recipe = meta.get("model")
     if recipe is not None:
-        from . import models
         try:
             net = models.build(recipe["spec"], **recipe["spiking"])
         except (KeyError, TypeError, ValueError) as e:
@@ -245,13 +208,12 @@ def load_with_meta(path, backend: str = "numpy"):
     elif "config" in meta:          # a training checkpoint from before recipes were stored
         missing = [k for k in ("in_shape", "n_classes") if k not in meta]
         if missing:
-            raise ValueError(f"{path} lacks {', '.join(missing)} in its metadata (an interrupted "
-                             "run's last.npz?): load best.npz, or resume the run first")
-        from . import train
-        net = train.build_model(train.Config(**meta["config"]), tuple(meta["in_shape"]),
-                                meta["n_classes"])
+            raise ValueError(f"{path} holds no finished epoch (it lacks {', '.join(missing)} in "
+                             "its metadata: an interrupted run's last.npz?): use best.npz, or "
+                             "resume the run first")
+        net = build_model(Config(**meta["config"]), tuple(meta["in_shape"]), meta["n_classes"])
     else:
         raise ValueError(f"{path} is a checkpoint without a model recipe: it was not written by "
                          "dn.save or the training command")
     load_model_state(net, state, path)
-    return net.to(backend).eval(), meta
+    return net, meta

@@ -48,7 +48,8 @@ PLAN = [("step", 7),        # epoch 1 half done, no checkpoint yet: the next run
 
 def supervise(workdir):
     """Run the reference and the killed runs as forked children; print their exit statuses."""
-    from dsatgo_np import checkpoint, data, optim, runs, train
+    from dsatgo_np import checkpoint, data, optim, train
+    from dsatgo_np.train import folder as runs, loop
     arrays = np.load(os.path.join(workdir, "digits.npz"))
     splits = {s: (arrays[f"x_{s}"], arrays[f"y_{s}"]) for s in ("train", "test")}
     data.load = lambda name, split="train", root=None, **kw: splits[split]
@@ -64,7 +65,7 @@ def supervise(workdir):
                     os.kill(os.getpid(), signal.SIGINT if where == "sigint" else signal.SIGKILL)
 
         real_step, real_append, real_save = optim.SGD.step, runs.RunFolder.append_row, \
-            train.save_checkpoint
+            loop.save_checkpoint
         real_savez, real_replace = np.savez, os.replace
 
         def step(self):
@@ -94,7 +95,7 @@ def supervise(workdir):
             if str(dst).endswith(".npz"):
                 reached("rename")
             return real_replace(src, dst)
-        optim.SGD.step, runs.RunFolder.append_row, train.save_checkpoint = step, append_row, save
+        optim.SGD.step, runs.RunFolder.append_row, loop.save_checkpoint = step, append_row, save
         checkpoint.np.savez, checkpoint.os.replace = savez, replace
         folder = os.path.join(workdir, run)
         resume = os.path.exists(os.path.join(folder, "config.json"))

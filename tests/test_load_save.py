@@ -119,7 +119,7 @@ def test_load_reads_every_format_the_project_writes(tmp_path):
     assert from_nir.training is False
     np.testing.assert_array_equal(from_nir.forward(x),
                                   nirgraph.load_file(str(tmp_path / "m.nir")).forward(x))
-    _, meta = dn.checkpoint.load_with_meta(tmp_path / "m.nir")
+    _, meta = dn.files.load_with_meta(tmp_path / "m.nir")
     assert meta["config"]["dataset"] == "digits"
 
 

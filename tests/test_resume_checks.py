@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("sklearn")
 
 import dsatgo_np as dn  # noqa: E402
-from dsatgo_np import checkpoint, train  # noqa: E402
+from dsatgo_np import checkpoint, optim, train  # noqa: E402
+from dsatgo_np.train import loop  # noqa: E402
 
 FAST = ["--dataset", "digits", "--hidden", "32", "--batch-size", "100", "--lr", "0.1",
         "--no-plots", "--quiet"]
@@ -325,7 +326,7 @@ def test_a_damaged_best_npz_is_rebuilt_when_last_npz_holds_the_best_epoch(tmp_pa
 def declining_run(tmp_path, monkeypatch, name="run"):
     """Two epochs whose test accuracies fall (0.9, then 0.5): best.npz holds epoch 1."""
     accs = iter([0.9, 0.5])
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: next(accs))
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(accs))
     run = finished_run(tmp_path, name, epochs=2)
     monkeypatch.undo()
     assert checkpoint.read_checkpoint(path(run, "best.npz"))[2]["epoch"] == 1
@@ -373,12 +374,12 @@ def test_a_file_of_the_run_that_is_a_link_is_refused(tmp_path, capsys, name):
 
 def learning_rates(monkeypatch):
     rates = []
-    real = train.optim.SGD.step
+    real = optim.SGD.step
 
     def step(self):
         rates.append(self.lr)
         real(self)
-    monkeypatch.setattr(train.optim.SGD, "step", step)
+    monkeypatch.setattr(optim.SGD, "step", step)
     return rates
 
 
@@ -388,7 +389,7 @@ def test_extending_a_finished_run_starts_a_new_cosine_cycle(tmp_path, capsys, mo
     code, _, out = run_cli(["--resume", run, "--epochs", "3"], capsys)
     assert code == 0 and "starts a new cycle, from --lr 0.1 at epoch 2 down to 0" in out
     assert len(rates) == 30 and rates[0] == 0.1                   # not 0.075, mid-way
-    assert rates == [train.optim.cosine_lr(0.1, i, 30) for i in range(30)]
+    assert rates == [optim.cosine_lr(0.1, i, 30) for i in range(30)]
 
 
 def test_an_interrupted_extension_resumes_on_the_same_cycle(tmp_path):

@@ -5,6 +5,7 @@ Small runs of the training command on the offline digits set (scikit-learn), a s
 each.
 """
 import errno
+import dataclasses
 import json
 import os
 import shutil
@@ -16,8 +17,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from dsatgo_np import checkpoint, data, optim, runs, train  # noqa: E402
-from dsatgo_np.runs import RunFolder  # noqa: E402
+from dsatgo_np import checkpoint, data, optim, train  # noqa: E402
+from dsatgo_np.core import losses  # noqa: E402
+from dsatgo_np.train import folder as runs, loop, resume  # noqa: E402
+from dsatgo_np.train.folder import RunFolder  # noqa: E402
 
 FAST = ["--dataset", "digits", "--hidden", "32", "--batch-size", "100", "--lr", "0.1",
         "--no-plots", "--quiet"]
@@ -62,7 +65,7 @@ def test_resuming_a_copy_writes_the_copy_and_leaves_the_original_alone(tmp_path,
 
 def test_a_moved_run_resumes_where_it_is(tmp_path):
     cfg = small(tmp_path, "orig")
-    train.fit(train.dataclasses.replace(cfg, out=tmp_path / "orig"), verbose=False)  # a Path
+    train.fit(dataclasses.replace(cfg, out=tmp_path / "orig"), verbose=False)  # a Path
     moved = tmp_path / "moved"
     os.rename(cfg.out, moved)
     assert train.main(["--resume", str(moved), "--epochs", "2", "--quiet"]) == 0
@@ -218,7 +221,7 @@ def test_divergence_stops_with_code_3_and_keeps_the_checkpoints(tmp_path, capsys
 
 
 def test_a_nan_gradient_names_the_step_and_the_gradient(tmp_path, monkeypatch):
-    real = train.losses.cross_entropy
+    real = losses.cross_entropy
     calls = []
 
     def poisoned(out, y, smoothing=0.0, **options):
@@ -227,7 +230,7 @@ def test_a_nan_gradient_names_the_step_and_the_gradient(tmp_path, monkeypatch):
         if len(calls) == 4:
             dout[0, 0, 0] = np.nan                   # finite loss, NaN gradient
         return loss, dout
-    monkeypatch.setattr(train.losses, "cross_entropy", poisoned)
+    monkeypatch.setattr(losses, "cross_entropy", poisoned)
     with pytest.raises(train.Diverged, match=r"batch 4 of 15 \(step 4\): the gradient of "):
         train.fit(small(tmp_path), verbose=False)
 
@@ -245,7 +248,7 @@ def test_a_non_finite_running_statistic_is_caught(tmp_path):
         net_ref.append(net)
         return net
     import unittest.mock as mock
-    with mock.patch.object(train, "build_model", keep):
+    with mock.patch.object(resume, "build_model", keep):
         with pytest.raises(train.Diverged, match="running statistic"):
             train.fit(small(tmp_path), on_batch=overflow, verbose=False)
 
@@ -325,7 +328,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 def test_an_internal_error_says_it_is_a_bug(tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise ZeroDivisionError("division by zero")
-    monkeypatch.setattr(train, "check_memory", boom)
+    monkeypatch.setattr(resume, "check_memory", boom)
     code, err = run_cli(FAST + ["--out", str(tmp_path / "z")], capsys)
     assert code == 1 and "internal error: ZeroDivisionError" in err and "--debug" in err
     assert not (tmp_path / "z").exists()
@@ -388,7 +391,7 @@ def test_ctrl_c_during_the_evaluation_stops_at_the_epoch_boundary(tmp_path, monk
         acc = real(*a, **k)
         os.kill(os.getpid(), signal.SIGINT)
         return acc
-    monkeypatch.setattr(train, "evaluate", evaluate_then_ctrl_c)
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_ctrl_c)
     out = tmp_path / "eval"
     assert train.main(FAST + ["--epochs", "3", "--out", str(out)]) == 130
     _, _, meta = checkpoint.read_checkpoint(out / "last.npz")
@@ -401,14 +404,13 @@ def test_resume_without_a_checkpoint_starts_over(tmp_path, capsys):
     cfg = small(tmp_path)
     folder = RunFolder(cfg.out)
     os.makedirs(folder.path)
-    folder.write_config(dict(train.dataclasses.asdict(cfg), out="/somewhere/else"))
+    folder.write_config(dict(dataclasses.asdict(cfg), out="/somewhere/else"))
     assert train.main(["--resume", cfg.out, "--quiet"]) == 0
     assert [r["epoch"] for r in rows(cfg.out)] == [1]
     assert "has no checkpoint yet" in capsys.readouterr().out
 
 
 def test_a_file_system_without_locks_warns_and_trains(tmp_path, capsys, monkeypatch):
-    from dsatgo_np import runs
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

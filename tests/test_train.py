@@ -1,4 +1,5 @@
 """The training command end to end on the offline digits set: outputs, resume, evaluate, errors."""
+import dataclasses
 import json
 import os
 import signal
@@ -8,7 +9,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from dsatgo_np import models, train  # noqa: E402
+from dsatgo_np import files, models, train  # noqa: E402
+from dsatgo_np.train import loop  # noqa: E402
 from dsatgo_np.checkpoint import read_checkpoint  # noqa: E402
 
 
@@ -166,7 +168,7 @@ def test_help_shows_exactly_one_default_per_option(monkeypatch, capsys):
     import re
     # argparse wraps each option's help; join an option's lines before counting
     options = re.split(r"\n  (?=-)", text.split("options:", 1)[1].split("exit codes:", 1)[0])
-    for field in train.dataclasses.fields(train.Config):
+    for field in dataclasses.fields(train.Config):
         flag = "--" + field.name.replace("_", "-")
         entry = next(o for o in options if o.startswith(flag + " ") or o.startswith(flag + ",")
                      or o.startswith(flag + "\n") or o.startswith(f"{flag}, --no-"))
@@ -216,7 +218,7 @@ def trained_net_as_nir_file(tmp_path, monkeypatch):
     import types
     from dsatgo_np import checkpoint
     summary = train.fit(small(tmp_path, epochs=1), verbose=False)
-    net = checkpoint.load(summary["run"])
+    net = files.load(summary["run"])
     mod = types.ModuleType("dsatgo_np.interop.nirgraph")
     mod.load_file = lambda path: net
     monkeypatch.setitem(sys.modules, "dsatgo_np.interop.nirgraph", mod)
@@ -269,7 +271,7 @@ def test_epoch_rows_carry_per_batch_loss_and_accuracy(tmp_path):
 
 
 def test_long_epochs_log_every_few_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "MAX_BATCH_ENTRIES", 10)
+    monkeypatch.setattr(loop, "MAX_BATCH_ENTRIES", 10)
     cfg = small(tmp_path, epochs=1)
     train.fit(cfg, verbose=False)
     row = json.loads(open(os.path.join(cfg.out, "metrics.jsonl")).readline())
@@ -281,13 +283,13 @@ def test_progress_bar_after_a_resume_counts_only_new_batches(tmp_path, monkeypat
     """tqdm starts at the resumed position: its rate and time left count this session's
     batches only (the hand-written bar divided all batches by this session's time)."""
     made = []
-    real = train.tqdm
+    real = loop.tqdm
 
     def spy(*a, **k):
         bar = real(*a, **k)
         made.append(bar)
         return bar
-    monkeypatch.setattr(train, "tqdm", spy)
+    monkeypatch.setattr(loop, "tqdm", spy)
 
     def interrupt(epoch, i):
         if (epoch, i) == (0, 20):

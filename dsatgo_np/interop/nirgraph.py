@@ -498,21 +498,12 @@ def cli_export(src_checkpoint, dst, dt: float = 1e-3, fold_r: bool = True,
     """Write a training checkpoint (RUN/best.npz, or the run folder RUN) as a .nir file with
     nir.write; returns the graph. Its metadata also names the data set, for `evaluate`."""
     import os
-    from .. import models, train
-    from ..checkpoint import load_model_state, read_checkpoint
+    from ..checkpoint import load_model
     nir = _nir()
     if os.path.isdir(src_checkpoint):
         src_checkpoint = os.path.join(src_checkpoint, "best.npz")
-    state, _, meta = read_checkpoint(src_checkpoint)
+    net, meta = load_model(src_checkpoint)
     config = meta.get("config", {})
-    if "model" in meta:                          # a recipe: {"spec": ..., "spiking": ...}
-        net = models.build(meta["model"]["spec"], **meta["model"]["spiking"])
-    elif "n_classes" in meta and config:
-        net = train.build_model(train.Config(**config), tuple(meta["in_shape"]), meta["n_classes"])
-    else:
-        raise ValueError(f"{src_checkpoint} holds no finished epoch (an interrupted run's "
-                         "last.npz?): export best.npz, or resume the run first")
-    load_model_state(net, state, src_checkpoint)
     extra = dict(source=str(src_checkpoint))
     if config.get("dataset"):
         extra["dataset"] = config["dataset"]

@@ -427,9 +427,8 @@ def cli_export(src_checkpoint, dst):
     checkpoint (or of a run folder: its best.npz) to a safetensors file; the run's data set,
     recorded accuracy and epoch go into its "run" metadata, for cli_import."""
     from .. import checkpoint
-    path = checkpoint._resolve(src_checkpoint)
-    net = checkpoint.load(path)
-    _, _, meta = checkpoint.read_checkpoint(path)
+    net, meta = checkpoint.load_model(checkpoint.resolve(src_checkpoint))
+    net.eval()
     run = {k: meta[k] for k in ("test_acc", "epoch") if k in meta}
     if meta.get("config", {}).get("dataset"):
         run["dataset"] = meta["config"]["dataset"]

@@ -3,8 +3,7 @@
     python -m dsatgo_np.train --help          (or dsatgo-train --help once installed)
 
 Every failure prints one line that names the problem and the fix and exits with a code of
-dsatgo_np.train.EXIT_CODES; --debug adds the traceback. The training itself is
-dsatgo_np.train.fit.
+exits.EXIT_CODES; --debug adds the traceback. The training itself is loop.fit.
 """
 from __future__ import annotations
 
@@ -17,12 +16,14 @@ import sys
 import textwrap
 import traceback
 
-from . import data
-from .backend import BACKENDS
-from .interop import MissingPackage
-from .runs import RunError, RunFolder
-from .train import (EXIT_CODES, SIGNAL_EXIT, Config, Interrupted, _flag, config_from_dict,
-                    evaluate_checkpoint, evaluate_net, fit, prog)
+from .. import data
+from ..backend import BACKENDS
+from ..interop import MissingPackage
+from ..recipe import Config, _flag, config_from_dict
+from .evaluate import evaluate_checkpoint, evaluate_net
+from .exits import EXIT_CODES, SIGNAL_EXIT, Interrupted, prog
+from .folder import RunError, RunFolder
+from .loop import fit
 
 
 HELP = {
@@ -224,7 +225,7 @@ def cmd_plot(argv) -> int:
         raise ValueError(f"{a.run_dir}/metrics.jsonl holds no finished epoch: train (or "
                          "--resume) the run for at least one epoch first")
     try:
-        from . import plots
+        from .. import plots
     except ImportError as e:
         raise ValueError(f"plots need matplotlib ({e}): pip install 'dsatgo_np[plot]'") from e
     for path in plots.plot_run(a.run_dir):
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     try:
         if own_process:          # a process of its own: keep freed arrays for the next step
-            from .fast import allocator
+            from ..fast import allocator
             allocator.keep_freed_memory()
         command = COMMANDS.get(argv[0]) if argv else None
         return (command or cmd_train)(argv[1:] if command else argv)

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import dsatgo_np.data as data
-import dsatgo_np.fetch as fetch_mod
+import dsatgo_np.data.sources as fetch_mod
+from dsatgo_np.data import cache, cifar10
 from dsatgo_np.data import DataError
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
@@ -123,7 +124,7 @@ def test_hand_placed_gz_files_are_used_and_marked(isolated, tmp_path, fake_md5, 
     np.testing.assert_array_equal(y, fake_md5["train-labels-idx1-ubyte"])
     assert (isolated / "mnist" / "t10k-images-idx3-ubyte").is_file()  # stored decompressed
     # A second load trusts the .verified marker: no md5 is computed again.
-    monkeypatch.setattr(fetch_mod, "file_hash", lambda *a: pytest.fail("md5 recomputed"))
+    monkeypatch.setattr(cache, "file_hash", lambda *a: pytest.fail("md5 recomputed"))
     xt, yt = data.load("mnist", "test", progress=False)
     assert xt.shape == (3, 1, 28, 28) and yt.shape == (3,)
 
@@ -391,7 +392,7 @@ def make_pickles(folder, monkeypatch=None):
             pickle.dump({b"data": x, b"labels": labels}, f)
         if monkeypatch is not None:
             md5 = hashlib.md5((folder / name).read_bytes()).hexdigest()
-            monkeypatch.setitem(data.CIFAR10_BATCH_MD5, name, md5)
+            monkeypatch.setitem(cifar10.CIFAR10_BATCH_MD5, name, md5)
     return made
 
 
@@ -442,7 +443,7 @@ def test_cifar10_image_folder_and_tarball(tmp_path, monkeypatch, as_tar):
 
 
 def test_cifar10_known_tarball_sha256_checked(tmp_path, monkeypatch):
-    bad = tmp_path / data.CIFAR10_TARBALL
+    bad = tmp_path / cifar10.CIFAR10_TARBALL
     with tarfile.open(bad, "w:gz") as tf:
         tf.add(tmp_path, arcname="empty")
     monkeypatch.setenv("DSATGO_CIFAR10", str(bad))
@@ -451,7 +452,7 @@ def test_cifar10_known_tarball_sha256_checked(tmp_path, monkeypatch):
 
 
 def test_cifar10_not_found_says_where_it_looked(monkeypatch, isolated):
-    monkeypatch.setattr(data, "CIFAR10_TARBALL", "no-such-file.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR10_TARBALL", "no-such-file.tar.gz")
     with pytest.raises(DataError, match="DSATGO_CIFAR10") as e:
         data.load("cifar10", progress=False, download=False)
     assert str(isolated / "cifar10") in str(e.value)
@@ -472,7 +473,7 @@ def test_a_file_changed_in_place_is_caught_by_the_next_process(isolated, fake_md
     path.write_bytes(bytes(raw))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
-    monkeypatch.setattr(fetch_mod, "_CHECKED", set())           # as in a new process
+    monkeypatch.setattr(cache, "_CHECKED", set())           # as in a new process
     with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt"):
         data.load("mnist", download=False, progress=False)
 
@@ -480,10 +481,10 @@ def test_a_file_changed_in_place_is_caught_by_the_next_process(isolated, fake_md
 def test_the_content_is_hashed_once_per_process(isolated, fake_md5, monkeypatch):
     make_idx_set(isolated / "mnist")
     data.fetch("mnist", progress=False)
-    monkeypatch.setattr(fetch_mod, "_CHECKED", set())
+    monkeypatch.setattr(cache, "_CHECKED", set())
     hashed = []
-    real = fetch_mod.file_hash
-    monkeypatch.setattr(fetch_mod, "file_hash", lambda *a: hashed.append(a) or real(*a))
+    real = cache.file_hash
+    monkeypatch.setattr(cache, "file_hash", lambda *a: hashed.append(a) or real(*a))
     data.load("mnist", "train", progress=False)
     data.load("mnist", "test", progress=False)
     assert len(hashed) == 4                                      # the four files, once
@@ -544,31 +545,31 @@ def _official_tarball(tmp_path, monkeypatch):
     with tarfile.open(path, "w:gz") as tf:
         tf.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     raw = path.read_bytes()
-    monkeypatch.setattr(data, "CIFAR10_PYTHON_MD5", hashlib.md5(raw).hexdigest())
-    monkeypatch.setattr(data, "CIFAR10_TARBALL", "no-jpeg-copy-here.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR10_PYTHON_MD5", hashlib.md5(raw).hexdigest())
+    monkeypatch.setattr(cifar10, "CIFAR10_TARBALL", "no-jpeg-copy-here.tar.gz")
     return made, raw
 
 
 def test_cifar10_official_release_is_downloaded_and_checked(isolated, tmp_path, monkeypatch):
     made, raw = _official_tarball(tmp_path, monkeypatch)
     urls = []
-    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen(urls, {data.CIFAR10_PYTHON: raw}))
+    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen(urls, {cifar10.CIFAR10_PYTHON: raw}))
     x, y = data.load("cifar10", "test", progress=False)
-    assert urls == [data.CIFAR10_URL]
+    assert urls == [cifar10.CIFAR10_URL]
     assert list(y) == made["test_batch"][1]
     np.testing.assert_allclose(x * 255, made["test_batch"][0].reshape(4, 3, 32, 32), atol=1e-3)
-    assert (isolated / "cifar10" / data.CIFAR10_PYTHON).read_bytes() == raw
+    assert (isolated / "cifar10" / cifar10.CIFAR10_PYTHON).read_bytes() == raw
     assert data.dataset_label("cifar10") == "CIFAR-10"
 
 
 def test_cifar10_download_with_the_wrong_md5_is_refused(isolated, tmp_path, monkeypatch):
     _, raw = _official_tarball(tmp_path, monkeypatch)
-    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen([], {data.CIFAR10_PYTHON: raw[:-10]}))
+    monkeypatch.setattr(fetch_mod, "URLOPEN", fake_urlopen([], {cifar10.CIFAR10_PYTHON: raw[:-10]}))
     with pytest.raises(DataError, match="the download has md5"):
         data.load("cifar10", "test", progress=False)
     assert os.listdir(isolated / "cifar10") == []                # nothing kept, nothing decoded
     # and an official-named tarball with other content is refused before it is opened
-    (isolated / "cifar10" / data.CIFAR10_PYTHON).write_bytes(raw[:-10])
+    (isolated / "cifar10" / cifar10.CIFAR10_PYTHON).write_bytes(raw[:-10])
     with pytest.raises(DataError, match="not the official release's"):
         data.load("cifar10", "test", progress=False, download=False)
 
@@ -583,6 +584,6 @@ def test_cifar10_decoded_cache_is_checked_once_per_process(isolated, monkeypatch
     i = raw.index(made["test_batch"][0].reshape(4, 3, 32, 32).tobytes()[:64])
     raw[i] ^= 0xFF                                               # one pixel, same size
     path.write_bytes(bytes(raw))
-    monkeypatch.setattr(data, "_checked_npz", set())             # as in a new process
+    monkeypatch.setattr(cifar10, "_checked_npz", set())             # as in a new process
     again, _ = data.load("cifar10", "test", progress=False)
     np.testing.assert_array_equal(again, x)                      # decoded again from the batches

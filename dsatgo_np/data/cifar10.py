@@ -1,19 +1,12 @@
-"""Data sets as NumPy arrays: loading, normalisation, batching and augmentation.
+"""CIFAR-10: the official python release or a local copy, decoded once into md5-checked .npz caches.
 
-    x, y = load("mnist", "train")            # x float32 [60000, 1, 28, 28] in [0, 1], y int64
-    for xb, yb in batches(x, y, 128, seed=0, epoch=3):
-        xb = normalize(xb, "mnist")
-
-Data sets: ``mnist`` and ``fashion-mnist`` (IDX files fetched and md5-checked by
-:mod:`dsatgo_np.fetch`), ``cifar10`` (the official python release, downloaded and md5-checked,
-or local pickle batches, an image folder or its tarball such as a JPEG copy; decoded once and
-cached as ``.npz``, whose md5 every process checks once) and ``digits`` (scikit-learn's 8x8
-digits, offline). Nothing is unpickled unless its md5 is the official one. Every problem
-raises :class:`DataError` with a message saying how to fix it.
+Sources, in order: $DSATGO_CIFAR10, the cache folder (the official tarball or its extracted
+batches, an image folder or its tarball), a JPEG q75 copy in a shared/data/ folder beside the
+repository, and the official release, downloaded and checked against its published md5.
+Nothing is unpickled unless its md5 is the official one.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -26,229 +19,11 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-
-from .backend import get_xp
 from tqdm.auto import tqdm
 
-from . import fetch as _fetch
-from .fetch import (DATASETS, IDX_FILES, MD5, SPLITS, DataError, SourceError, atomic_write,
-                    check_name, dataset_dir, default_root, fetch_idx, file_hash, log,
-                    require_sklearn)
-
-__all__ = ["DATASETS", "NORMALIZATION", "DataError", "load", "fetch", "default_root",
-           "normalize", "batches", "num_batches", "random_crop_flip", "read_idx", "dataset_label"]
-
-# Per-channel (mean, std) of x in [0, 1], over each data set's training split.
-NORMALIZATION = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    # Measured on the shared JPEG q75 copy (its README); the official release is within 0.001.
-    "cifar10": ((0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)),
-    # x = pixel / 16 over the 1,437 training digits of our split (seed 0), population std:
-    # xtr = load("digits", "train")[0]; xtr.mean() = 0.30545, xtr.std() = 0.37604.
-    "digits": ((0.3054,), (0.3760,)),
-}
-
-DIGITS_SEED, DIGITS_TRAIN = 0, 1437  # shuffle all 1,797 digits with seed 0: 1,437 train, 360 test
-
-
-# --------------------------------------------------------------------------- public API
-def load(name: str, split: str = "train", root=None, download: bool = True,
-         progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Data set ``name``'s ``split`` as ``(x, y)``.
-
-    Returns x float32 ``[N, C, H, W]`` in [0, 1] (MNIST/Fashion ``[N, 1, 28, 28]``, CIFAR-10
-    ``[N, 3, 32, 32]``, digits ``[N, 1, 8, 8]``) and y int64 ``[N]``.
-    ``root``: cache root (default :func:`default_root`). ``download``: allow commands and the
-    network (MNIST/Fashion); local files are always used. ``progress``: status lines and bars.
-    """
-    check_name(name)
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-    if name in MD5:
-        x, y = _load_idx(name, split, root, download, progress)
-    elif name == "cifar10":
-        x, y = _load_cifar10(split, root, progress, download)
-    else:
-        x, y = _load_digits(split)
-    return x, y
-
-
-def fetch(name: str, root=None, progress: bool = True) -> Path:
-    """Make sure data set ``name``'s files are in the cache and verified; returns its folder.
-
-    MNIST/Fashion-MNIST: the four IDX files (sources in ``dsatgo_np.fetch.SOURCES``).
-    CIFAR-10: both splits decoded into ``train.npz`` / ``test.npz``. digits: nothing to fetch.
-    """
-    check_name(name)
-    if name in MD5:
-        return fetch_idx(name, root, download=True, verbose=progress)
-    if name == "cifar10":
-        return _ensure_cifar10(root, SPLITS, progress, download=True)
-    require_sklearn()
-    return dataset_dir(name, root)
-
-
-def dataset_label(name: str, root=None) -> str:
-    """The name to report results under, e.g. ``"MNIST"`` or ``"CIFAR-10 (JPEG q75 copy)"``.
-
-    For cifar10 this reads the cache, so call it after :func:`load`.
-    """
-    check_name(name)
-    if name != "cifar10":
-        return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "digits": "digits"}[name]
-    for split in SPLITS:
-        path = dataset_dir(name, root) / f"{split}.npz"
-        if path.is_file():
-            return str(_read_npz(path, ("label",))["label"])
-    raise DataError("dataset_label('cifar10') reads the decoded cache: call load('cifar10') first")
-
-
-def normalize(x, name: str):
-    """``(x - mean) / std`` per channel with :data:`NORMALIZATION`; x ``[..., C, H, W]``, float32."""
-    if name not in NORMALIZATION:
-        raise DataError(f"no normalization constants for {name!r}: choose one of "
-                        f"{', '.join(NORMALIZATION)}")
-    mean, std = NORMALIZATION[name]
-    if x.ndim < 3 or x.shape[-3] != len(mean):
-        raise DataError(f"normalize(x, {name!r}) needs x shaped [N, {len(mean)}, H, W], got "
-                        f"{tuple(x.shape)}")
-    xp = get_xp(x)
-    m = xp.asarray(mean, dtype=xp.float32).reshape(-1, 1, 1)
-    s = xp.asarray(std, dtype=xp.float32).reshape(-1, 1, 1)
-    return ((xp.asarray(x, dtype=xp.float32) - m) / s).astype(xp.float32, copy=False)
-
-
-def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    """How many batches :func:`batches` yields for ``n`` samples."""
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return n // batch_size if drop_last else -(-n // batch_size)
-
-
-def batches(x, y, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-            drop_last: bool = False):
-    """Yield ``(xb, yb)`` batches of ``x [N, ...]`` and ``y [N]``.
-
-    The order depends only on ``(seed, epoch)`` (``np.random.default_rng([seed, epoch])``), so
-    a run resumed at epoch k sees exactly the batches it would have seen. The last batch is
-    smaller unless ``drop_last``.
-    """
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x and y differ in length ({n} vs {len(y)}): pass matching arrays")
-    count = num_batches(n, batch_size, drop_last)  # validates batch_size now, not at first next()
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
-    return _batch_iter(x, y, batch_size, count, order)
-
-
-def _batch_iter(x, y, batch_size, count, order):
-    xp = get_xp(x)
-    for b in range(count):
-        lo, hi = b * batch_size, (b + 1) * batch_size
-        if order is None:
-            yield x[lo:hi], y[lo:hi]  # views: no copy when not shuffling
-        else:
-            idx = xp.asarray(order[lo:hi])        # on x's device (no copy for NumPy)
-            yield x[idx], y[idx]
-
-
-def random_crop_flip(x, rng: np.random.Generator, pad: int = 4):
-    """CIFAR augmentation of a batch ``[B, C, H, W]``: zero-pad by ``pad``, crop a random
-    ``H x W`` window per image, then flip it left-right with p = 0.5. Returns a new array.
-
-    Draws, in this order: row offsets ``[B]``, column offsets ``[B]``, flip coins ``[B]``.
-    """
-    if x.ndim != 4:
-        raise ValueError(f"random_crop_flip needs a batch [B, C, H, W], got shape {x.shape}")
-    xp = get_xp(x)
-    B, C, H, W = x.shape
-    oy = rng.integers(0, 2 * pad + 1, size=B)
-    ox = rng.integers(0, 2 * pad + 1, size=B)
-    flip = rng.random(B) < 0.5
-    padded = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    rows = oy[:, None] + np.arange(H)  # [B, H] rows of the padded image to keep
-    cols = ox[:, None] + np.arange(W)  # [B, W]
-    cols = np.where(flip[:, None], cols[:, ::-1], cols)  # a flip reads the columns backwards
-    # One gather for the whole batch: index arrays broadcast to [B, C, H, W].
-    b = xp.asarray(np.arange(B)[:, None, None, None])
-    c = xp.asarray(np.arange(C)[None, :, None, None])
-    return padded[b, c, xp.asarray(rows[:, None, :, None]), xp.asarray(cols[:, None, None, :])]
-
-
-# --------------------------------------------------------------------------- IDX format
-# IDX type byte -> big-endian dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
-IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def _idx_header(head: bytes, path: Path) -> tuple[np.dtype, tuple, int]:
-    """Parse the magic number: ``(dtype, dims, header length)``."""
-    fix = f"delete {path} so it is fetched again"
-    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number {head[:4].hex()}): {fix}")
-    ndim = head[3]
-    if len(head) < 4 + 4 * ndim:
-        raise DataError(f"{path} is truncated inside its header: {fix}")
-    dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.dtype(IDX_DTYPES[head[2]]), dims, 4 + 4 * ndim
-
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (raw or .gz) into an array of its dims, in native byte order.
-
-    Truncated, over-long or corrupt files raise DataError naming the file.
-    """
-    path = Path(path)
-    fix = f"delete {path} so it is fetched again"
-    try:
-        with open(path, "rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
-        if gz:
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read(4 + 4 * 255)  # enough for any header; the data is read below
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"cannot read {path} ({e}): it is truncated or corrupt; {fix}") from e
-    dtype, dims, start = _idx_header(raw, path)
-    count = int(np.prod(dims, dtype=np.int64))
-    have = (len(raw) if gz else path.stat().st_size) - start
-    if have != count * dtype.itemsize:
-        what = "truncated" if have < count * dtype.itemsize else "longer than its header says"
-        raise DataError(f"{path} is {what}: its header says {dims} of {dtype} "
-                        f"({count * dtype.itemsize} bytes) but {have} bytes follow; {fix}")
-    if gz:
-        data = np.frombuffer(raw, dtype, count, offset=start)
-    else:
-        data = np.fromfile(path, dtype, count, offset=start)
-    # astype copies to native byte order (and a writable array for frombuffer's read-only view).
-    return data.astype(dtype.newbyteorder("="), copy=gz).reshape(dims)
-
-
-def _load_idx(name, split, root, download, verbose):
-    directory = fetch_idx(name, root, download, verbose)
-    images, labels = (read_idx(directory / f) for f in IDX_FILES[split])
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{directory}: {split} images {images.shape} and labels {labels.shape} "
-                        f"do not match: delete the folder's files so they are fetched again")
-    if images.dtype.kind == "f" and not np.isfinite(images).all():
-        raise DataError(f"{directory}: {split} images hold NaN or inf values: delete the "
-                        "folder's files so they are fetched again")
-    # One pass uint8 -> float32 (exactly k/255): this is most of the load time.
-    x = np.divide(images[:, None], np.float32(255), dtype=np.float32)
-    return x, labels.astype(np.int64)
-
-
-# --------------------------------------------------------------------------- digits
-def _load_digits(split):
-    digits = require_sklearn().load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]  # [1797, 1, 8, 8], pixels 0..16
-    y = digits.target.astype(np.int64)
-    perm = np.random.default_rng(DIGITS_SEED).permutation(len(y))
-    idx = perm[:DIGITS_TRAIN] if split == "train" else perm[DIGITS_TRAIN:]
-    return x[idx], y[idx]
-
+from . import cache, sources
+from .cache import SPLITS, DataError, atomic_write, dataset_dir, file_hash, log
+from .sources import SourceError
 
 # --------------------------------------------------------------------------- CIFAR-10
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -309,12 +84,12 @@ def _download_cifar10(directory: Path, verbose: bool) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=CIFAR10_PYTHON + ".", suffix=".part")
     os.close(fd)
     try:
-        _fetch._download(CIFAR10_URL, Path(tmp), verbose)
+        sources._download(CIFAR10_URL, Path(tmp), verbose)
         got = file_hash(Path(tmp))
         if got != CIFAR10_PYTHON_MD5:
             raise SourceError(f"the download has md5 {got}, expected {CIFAR10_PYTHON_MD5} "
                               "(cut short or changed on the way)")
-        _fetch._publish(tmp, dest)
+        cache._publish(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dest
@@ -469,7 +244,7 @@ def _cache_ok(directory: Path, split: str, verbose: bool) -> bool:
     return True
 
 
-def _ensure_cifar10(root, splits, verbose, download=True) -> Path:
+def ensure(root, splits, verbose, download=True) -> Path:
     """Decode the splits not cached yet into ``<root>/cifar10/<split>.npz``; returns the folder."""
     directory = dataset_dir("cifar10", root)
     missing = [s for s in splits if not _cache_ok(directory, s, verbose)]
@@ -498,7 +273,7 @@ def _ensure_cifar10(root, splits, verbose, download=True) -> Path:
     return directory
 
 
-def _read_npz(path: Path, keys=("x", "y", "label")) -> dict:
+def read_npz(path: Path, keys=("x", "y", "label")) -> dict:
     try:
         with np.load(path) as z:  # lazy: reads only the arrays asked for
             return {k: z[k] for k in keys}
@@ -506,9 +281,9 @@ def _read_npz(path: Path, keys=("x", "y", "label")) -> dict:
         raise DataError(f"cache file {path} is unreadable ({e}): delete it so it is rebuilt") from e
 
 
-def _load_cifar10(split, root, verbose, download=True):
-    directory = _ensure_cifar10(root, (split,), verbose, download)
-    z = _read_npz(directory / f"{split}.npz")
+def load_split(split, root, verbose, download=True):
+    directory = ensure(root, (split,), verbose, download)
+    z = read_npz(directory / f"{split}.npz")
     label = str(z["label"])
     if label != "CIFAR-10" and label not in _noted_labels:
         _noted_labels.add(label)

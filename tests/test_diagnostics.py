@@ -202,7 +202,8 @@ def run_data():
 
 
 def test_each_plot_writes_a_png(tmp_path, run_data):
-    plots = pytest.importorskip("dsatgo_np.plots")
+    plots = pytest.importorskip("dsatgo_np.diagnostics.plots")
+    from dsatgo_np.diagnostics import curves
     pytest.importorskip("matplotlib")
     summaries, hists = run_data
     paths = [
@@ -212,7 +213,7 @@ def test_each_plot_writes_a_png(tmp_path, run_data):
         plots.plot_membrane_histograms(hists, tmp_path / "hist.png"),
         plots.plot_membrane_steps(hists, tmp_path / "steps.png"),
         plots.plot_window_share(tmp_path / "ws.png"),
-        plots.plot_training_curves([{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3},
+        curves.plot_training_curves([{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3},
                                     {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6,
                                      "test_acc": 0.5, "firing_rate": 0.16}],
                                    tmp_path / "curves.png"),
@@ -237,10 +238,11 @@ def labelled(ax, start):
 
 
 def test_one_epoch_draws_a_curve_over_its_batches():
-    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("dsatgo_np.diagnostics.plots")
+    from dsatgo_np.diagnostics import curves
     pytest.importorskip("matplotlib")
     row = one_epoch_with_batches(50)
-    loss_ax, acc_ax, rate_ax = training_axes = plots.training_curves_figure([row]).axes
+    loss_ax, acc_ax, rate_ax = training_axes = curves.training_curves_figure([row]).axes
     raw, smooth = loss_ax.lines[:2]                  # faint per-batch values, then their mean
     np.testing.assert_array_equal(raw.get_xdata(), row["batches"]["step"])
     np.testing.assert_allclose(raw.get_ydata(), row["batches"]["loss"])
@@ -258,34 +260,36 @@ def test_one_epoch_draws_a_curve_over_its_batches():
     for r in rows:
         r["batches"] = {k: v[3::4] for k, v in r["batches"].items()}
     rows[1]["batches"]["step"] = [50 + s for s in rows[1]["batches"]["step"]]
-    acc_ax = plots.training_curves_figure(rows).axes[1]
+    acc_ax = curves.training_curves_figure(rows).axes[1]
     assert list(labelled(acc_ax, "test accuracy").get_xdata()) == [50, 100]
     assert list(labelled(acc_ax, "test accuracy").get_ydata()) == [70.0, 80.0]
 
 
 def test_running_mean_of_the_batch_curve():
-    plots = pytest.importorskip("dsatgo_np.plots")
-    np.testing.assert_allclose(plots._smooth([1.0, 3.0, 5.0, 7.0], 2), [1.0, 2.0, 4.0, 6.0])
+    pytest.importorskip("dsatgo_np.diagnostics.plots")
+    from dsatgo_np.diagnostics import curves
+    np.testing.assert_allclose(curves._smooth([1.0, 3.0, 5.0, 7.0], 2), [1.0, 2.0, 4.0, 6.0])
 
 
 def test_epochs_without_batches_fall_back_to_epoch_points():
-    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("dsatgo_np.diagnostics.plots")
+    from dsatgo_np.diagnostics import curves
     pytest.importorskip("matplotlib")
     rows = [{"epoch": 1, "train_loss": 2.0, "test_acc": 0.5},
             {"epoch": 2, "train_loss": 1.0, "test_acc": 0.6}]
-    loss_ax, acc_ax = plots.training_curves_figure(rows).axes
+    loss_ax, acc_ax = curves.training_curves_figure(rows).axes
     assert list(loss_ax.lines[0].get_xdata()) == [1, 2]
     assert list(acc_ax.lines[0].get_ydata()) == [50.0, 60.0]
-    one = plots.training_curves_figure(rows[:1]).axes[0]
+    one = curves.training_curves_figure(rows[:1]).axes[0]
     lo, hi = one.get_xlim()
     assert lo <= 0.5 and hi >= 1.5                   # one epoch: a point in a readable range
     # a run resumed from an older log mixes rows with and without batches: epoch points
     mixed = [rows[0], dict(one_epoch_with_batches(), epoch=2)]
-    assert plots._per_batch(mixed) is None
+    assert curves._per_batch(mixed) is None
 
 
 def test_lines_use_the_colour_blind_safe_palette_without_yellow(run_data):
-    plots = pytest.importorskip("dsatgo_np.plots")
+    plots = pytest.importorskip("dsatgo_np.diagnostics.plots")
     colors = pytest.importorskip("matplotlib.colors")
     summary = {f"spike {i + 1}": st for i, st in
                enumerate(list(run_data[0]["ds-atgo"].values()) * 5)}      # 10 layers
@@ -299,13 +303,14 @@ def test_lines_use_the_colour_blind_safe_palette_without_yellow(run_data):
 
 
 def test_plot_run_tolerates_missing_keys(tmp_path, run_data):
-    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("dsatgo_np.diagnostics.plots")
+    from dsatgo_np.diagnostics import curves
     pytest.importorskip("matplotlib")
     summaries, _ = run_data
     rows = [{"epoch": 1, "train_loss": 1.5, "test_acc": 0.4},
             {"epoch": 2, "train_loss": 1.1, "diagnostics": summaries["ds-atgo"]}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    paths = plots.plot_run(tmp_path)
+    paths = curves.plot_run(tmp_path)
     assert [p.split("/")[-1] for p in paths] == ["training_curves.png", "firing_rates.png",
                                                  "firing_rates_per_step.png", "grad_share.png"]
     assert all(is_png(p) for p in paths)
@@ -313,32 +318,33 @@ def test_plot_run_tolerates_missing_keys(tmp_path, run_data):
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
-    assert plots.plot_run(bare) == []
+    assert curves.plot_run(bare) == []
 
 
 def test_older_logs_get_readable_layer_names_from_the_saved_model(tmp_path, monkeypatch):
-    plots = pytest.importorskip("dsatgo_np.plots")
+    pytest.importorskip("dsatgo_np.diagnostics.plots")
+    from dsatgo_np.diagnostics import curves
     pytest.importorskip("matplotlib")
     net = dn.models.mlp([16, 24, 24, 4], T=3)
     old = {"3": {"firing_rate_mean": 0.1}, "6": {"firing_rate_mean": 0.2}}
     assert dg.rename_layers(old, net) == {"spike 1 (fc 16-24)": {"firing_rate_mean": 0.1},
                                           "spike 2 (fc 24-24)": {"firing_rate_mean": 0.2}}
     summary = {}                                     # what plot_run hands to the bar chart
-    monkeypatch.setattr(plots, "plot_firing_rates",
+    monkeypatch.setattr(curves, "plot_firing_rates",
                         lambda by_method, path: summary.update(by_method) or path)
-    monkeypatch.setattr(plots, "plot_firing_rates_per_step", lambda s, path: path)
-    monkeypatch.setattr(plots, "plot_grad_share", lambda s, path: path)
-    monkeypatch.setattr(plots, "plot_training_curves", lambda rows, path: path)
+    monkeypatch.setattr(curves, "plot_firing_rates_per_step", lambda s, path: path)
+    monkeypatch.setattr(curves, "plot_grad_share", lambda s, path: path)
+    monkeypatch.setattr(curves, "plot_training_curves", lambda rows, path: path)
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "diagnostics": old}) + "\n")
-    plots.plot_run(tmp_path)                         # no saved model: the logged names
+    curves.plot_run(tmp_path)                         # no saved model: the logged names
     assert list(summary[tmp_path.name]) == ["3", "6"]
     dn.save(net, tmp_path / "best.npz")
-    plots.plot_run(tmp_path)
+    curves.plot_run(tmp_path)
     assert list(summary[tmp_path.name]) == ["spike 1 (fc 16-24)", "spike 2 (fc 24-24)"]
 
 
 def test_plots_without_matplotlib_say_how_to_install(tmp_path, monkeypatch):
-    from dsatgo_np import plots
+    from dsatgo_np.diagnostics import plots
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install dsatgo_np\[plot\]"):
         plots.plot_window_share(tmp_path / "ws.png")

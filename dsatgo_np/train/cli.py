@@ -225,10 +225,10 @@ def cmd_plot(argv) -> int:
         raise ValueError(f"{a.run_dir}/metrics.jsonl holds no finished epoch: train (or "
                          "--resume) the run for at least one epoch first")
     try:
-        from .. import plots
+        from ..diagnostics import curves
     except ImportError as e:
         raise ValueError(f"plots need matplotlib ({e}): pip install 'dsatgo_np[plot]'") from e
-    for path in plots.plot_run(a.run_dir):
+    for path in curves.plot_run(a.run_dir):
         print(path)
     return 0
 

@@ -303,8 +303,8 @@ def _commit_epoch(folder, row, net, opt, meta, is_best):
 
 def make_plots(run: str) -> list:
     try:
-        from .. import plots
-        return plots.plot_run(run)
+        from ..diagnostics import curves
+        return curves.plot_run(run)
     except ImportError as e:
         print(f"(no plots: {e})", file=sys.stderr)
     except Exception as e:          # plots are a by-product: never lose a finished run to them

@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from .backend import get_xp, to_numpy
-from .model import Conv2d, Linear, SEWBlock, Spiking
+from ..backend import get_xp, to_numpy
+from ..model import Conv2d, Linear, SEWBlock, Spiking
 
 THEOREM1_RATE = 0.5 * math.erfc(1 / math.sqrt(2))   # P(H >= mu + sigma) = 1 - Phi(1) = 0.158655
 

@@ -8,8 +8,8 @@
 """
 import os as _os
 
-from . import (backend, checkpoint, data, diagnostics, encode, files, gradcheck,  # noqa: F401
-               kernels, model, models, optim, recipe)
+from . import (backend, checkpoint, containers, data, diagnostics, encode, files,  # noqa: F401
+               gradcheck, kernels, model, models, optim, recipe, spiking)
 from .core import (conv, layers, losses, neuron, pooling, surrogate, threshold,  # noqa: F401
                    update)
 from . import interop  # noqa: F401  (safetensors, nir and torch load only when a function needs them)

@@ -1,26 +1,22 @@
-"""The layers of the thin stateful shell: Linear, Conv2d, BatchNorm, Spiking, pooling, Sequential.
+"""The layers of the thin stateful shell; here those with weights: Linear, Conv2d, BatchNorm.
 
-Their base, Module and Parameter, is in module.py. Modules hold what persists (weights, BatchNorm statistics, running thresholds) and the cache
-of their last forward; the arithmetic lives in the pure functions of neuron.py, layers.py,
-conv.py and pooling.py, which each module calls through the kernel table of its input's array
-module (kernels.py: the plain core, or its fast CPU or GPU versions). Every module maps
-[T, B, ...] to [T, B, ...]; stateless layers fold time into the batch, [T, B, ...] ->
-[T * B, ...], so one matrix product serves every step.
+Their base, Module and Parameter, is in module.py; Spiking is in spiking.py, pooling, Flatten,
+Dropout and the containers in containers.py (all importable from here too). A module holds
+what persists (weights, BatchNorm statistics) and the cache of its last forward; the
+arithmetic is the core's, called through the kernel table of its input's array module
+(kernels.py). Every module maps [T, B, ...] to [T, B, ...]; layers without memory fold time
+into the batch, [T * B, ...], so one matrix product serves every step.
 """
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from . import kernels
-
-from .core import layers
 from .backend import get_xp
 from .module import (Module, Parameter, _cache, _check_input, _check_size, _fold,  # noqa: F401
                      _kept, is_static, weights_rng)
-from .core.neuron import SpikeConfig, make_rule, replay_rule
 
 
 # --- layers with parameters ----------------------------------------------------------------
@@ -197,243 +193,9 @@ class BatchNorm(Module):
         return dx
 
 
-# --- the spiking neuron ----------------------------------------------------------------------
-
-class Spiking(Module):
-    """LIF (fixed lam) or PLIF (lam = sigmoid(w), w learnable) with DS-ATGO thresholds.
-
-    Buffer running_threshold [T]: R[t] <- (1 - m) R[t] + m theta[t] in training, used as the
-    threshold in eval mode by the adaptive methods. scale_from: the BatchNorm feeding this
-    neuron, whose mean scale g sets MPD-AGL's surrogate width.
-    """
-
-    def __init__(self, T: int, config: SpikeConfig | None = None, neuron: str = "lif",
-                 lam: float = 0.2, scale_from: BatchNorm | None = None, dtype="float32"):
-        super().__init__()
-        if neuron not in ("lif", "plif"):
-            raise ValueError(f"unknown neuron {neuron!r}: choose 'lif' or 'plif'")
-        _check_size("Spiking", T=T)
-        # PLIF stores w = logit(lam), which needs 0 < lam < 1; a fixed LIF decay may reach 0 or 1.
-        inside = (0 < lam < 1) if neuron == "plif" else (0 <= lam <= 1)
-        if not (isinstance(lam, numbers.Real) and inside):
-            raise ValueError(f"decay lam={lam!r} is out of range for a {neuron.upper()} neuron: "
-                             + ("PLIF needs 0 < lam < 1" if neuron == "plif"
-                                else "LIF needs 0 <= lam <= 1 (lam > 1 makes V grow)"))
-        self.config = config or SpikeConfig()
-        self.neuron, self.T, self.scale_from = neuron, T, scale_from
-        if neuron == "plif":   # w = -ln((1 - lam) / lam), so sigmoid(w) = lam (-ln 4 for 0.2)
-            self._params["w"] = Parameter(np.array(-np.log(1 / lam - 1), dtype=dtype))
-        else:
-            self.lam = lam
-        self._buffers["running_threshold"] = np.full(T, self.config.v_th, dtype=dtype)
-        self.record = False      # keep the eval-mode cache too (diagnostics.record)
-        self.held = None         # (theta [T], k [T]) replayed instead of the rule: hold_thresholds
-        self.cache = None
-
-    def extra_repr(self):
-        c = self.config
-        lam = "learnable" if self.neuron == "plif" else self.lam
-        return (f"{self.neuron}, T={self.T}, method={c.method!r}, width={c.width!r}, f_c={c.f_c}, "
-                f"lam={lam}")
-
-    def hold_thresholds(self, theta=None, k=None):
-        """Replay these theta[t] and k[t] (T,) at every forward instead of the rule's (a cache's
-        own, say), so that the network is a fixed function of its input and weights: what a
-        finite-difference check of the backward needs. hold_thresholds() goes back to the rule."""
-        self.held = None if theta is None else (theta, k)
-
-    def decay(self, xp, dtype):
-        if self.neuron == "plif":
-            return 1 / (1 + xp.exp(-self._params["w"].data))
-        return xp.asarray(self.lam, dtype=dtype)
-
-    def forward(self, x):
-        xp, cfg = get_xp(x), self.config
-        if x.ndim < 3:
-            raise ValueError(f"Spiking: expected [T, B, ...], got shape {tuple(x.shape)}")
-        if cfg.adaptive and x.shape[0] != self.T:
-            raise ValueError(f"this spiking layer keeps running thresholds for T={self.T} steps, "
-                             f"but the input has T={x.shape[0]}; build the model with "
-                             f"T={x.shape[0]} or encode the input with T={self.T}")
-        lam = self.decay(xp, x.dtype)
-        g = None
-        if cfg.method == "mpd-agl":
-            if self.scale_from is None:
-                raise ValueError("method 'mpd-agl' needs the BatchNorm that feeds the neuron "
-                                 "(Spiking(..., scale_from=bn))")
-            g = self.scale_from._params["weight"].data.mean()
-        if self.held is not None:
-            rule = replay_rule(*self.held)
-        else:
-            rule = make_rule(cfg, lam, self.training, self._buffers["running_threshold"], g)
-        # threshold_grad has a term only where theta = f_c (mu + sigma) of this H: a fixed,
-        # estimated, running or replayed threshold does not depend on H.
-        through_theta = cfg.threshold_grad and rule.theta_depends_on_h
-        self.kernels = kernels.of(x)
-        S, cache = self.kernels.lif_forward(x, lam, rule, cfg.smooth, cfg.detach_reset,
-                                            through_theta, cfg.f_c)
-        if self.training and cfg.adaptive and cfg.threshold == "measured":
-            self._buffers["running_threshold"] = self.kernels.update_running(
-                self._buffers["running_threshold"], cache.theta, cfg.momentum)
-        self.cache = cache if (self.training or self.record) else None
-        return S
-
-    def backward(self, dout, need_dx: bool = True):
-        _cache(self)                          # raises if the forward ran in eval mode
-        dx, dlam = self.kernels.lif_backward(dout, self.cache, need_dlam=self.neuron == "plif")
-        if self.neuron == "plif":
-            lam = self.cache.lam
-            self._params["w"].add_grad(dlam * lam * (1 - lam))     # dsigmoid(w)/dw = lam (1 - lam)
-        return dx
 
 
-# --- stateless layers --------------------------------------------------------------------------
-
-class AvgPool2d(Module):
-    def __init__(self, kernel: int = 2):
-        super().__init__()
-        self.kernel = kernel
-
-    def forward(self, x):
-        T, B = x.shape[:2]
-        self.kernels = kernels.of(x)
-        out, self.cache = self.kernels.avgpool2d_forward(_fold(x), self.kernel)
-        return out.reshape((T, B) + out.shape[1:])
-
-    def backward(self, dout, need_dx: bool = True):
-        cache = _cache(self)                  # raises if no forward ran
-        dx = self.kernels.avgpool2d_backward(_fold(dout), cache)
-        return dx.reshape(dout.shape[:2] + dx.shape[1:])
-
-
-class MaxPool2d(Module):
-    def __init__(self, kernel: int = 2, stride: int | None = None):
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x):
-        T, B = x.shape[:2]
-        self.kernels = kernels.of(x)
-        out, self.cache = self.kernels.maxpool2d_forward(_fold(x), self.kernel, self.stride)
-        return out.reshape((T, B) + out.shape[1:])
-
-    def backward(self, dout, need_dx: bool = True):
-        dx = self.kernels.maxpool2d_backward(_fold(dout), _cache(self))
-        return dx.reshape(dout.shape[:2] + dx.shape[1:])
-
-
-class GlobalAvgPool(Module):
-    """[T, B, C, H, W] -> [T, B, C]: mean over space."""
-
-    def forward(self, x):
-        T, B = x.shape[:2]
-        self.kernels = kernels.of(x)
-        out, self.cache = self.kernels.global_avgpool_forward(_fold(x))
-        return out.reshape(T, B, -1)
-
-    def backward(self, dout, need_dx: bool = True):
-        dx = self.kernels.global_avgpool_backward(_fold(dout), _cache(self))
-        return dx.reshape(dout.shape[:2] + dx.shape[1:])
-
-
-class Flatten(Module):
-    """[T, B, ...] -> [T, B, prod(...)]."""
-
-    def forward(self, x):
-        self.shape = x.shape
-        return x.reshape(x.shape[0], x.shape[1], -1)
-
-    def backward(self, dout, need_dx: bool = True):
-        if getattr(self, "shape", None) is None:
-            raise RuntimeError("Flatten.backward needs a forward first: call net.forward(x), "
-                               "then net.backward(dout)")
-        return dout.reshape(self.shape)
-
-
-class Dropout(Module):
-    """Dropout with one mask per sample shared by all time steps; identity in eval mode.
-
-    The masks come from one NumPy generator seeded with `seed`, drawn on the host and copied
-    to x's device: the same masks on a CPU and a GPU, so that both run the same experiment.
-    """
-
-    def __init__(self, p: float = 0.5, seed: int = 0):
-        super().__init__()
-        if not (isinstance(p, numbers.Real) and 0 <= p < 1):
-            raise ValueError(f"dropout probability must lie in [0, 1), got {p!r}")
-        self.p, self.seed, self.keep = p, seed, None
-        self.rng = np.random.default_rng(seed)
-
-    def forward(self, x):
-        self.keep = None
-        if not self.training or self.p == 0:
-            return x
-        out, self.keep = layers.dropout_forward(x, self.p, self.rng)
-        return out
-
-    def backward(self, dout, need_dx: bool = True):
-        return dout if self.keep is None else layers.dropout_backward(dout, self.keep)
-
-
-# --- containers ----------------------------------------------------------------------------------
-
-class Sequential(Module):
-    """Modules applied in order; backward walks them in reverse."""
-
-    def __init__(self, *modules: Module):
-        super().__init__()
-        for i, m in enumerate(modules):
-            self._children[str(i)] = m
-
-    def __iter__(self):
-        return iter(self._children.values())
-
-    def __len__(self):
-        return len(self._children)
-
-    def __getitem__(self, i):
-        return list(self._children.values())[i]
-
-    def forward(self, x):
-        for m in self._children.values():
-            x = m.forward(x)
-        return x
-
-    def backward(self, dout, need_dx: bool = False):
-        """Backpropagate dL/dout; returns dL/dx only when need_dx. A network's input learns
-        nothing, so by default its first layer skips dL/dx (a layer's own backward defaults to
-        need_dx=True: inside a network, the layer before it needs it)."""
-        mods = list(self._children.values())
-        # a layer needs dL/dx only if something before it learns (or the caller asks)
-        learns_before = [need_dx]
-        for m in mods[:-1]:
-            learns_before.append(learns_before[-1] or any(True for _ in m.named_parameters()))
-        for m, need in zip(reversed(mods), reversed(learns_before)):
-            dout = m.backward(dout, need_dx=need)
-            if dout is None:
-                break
-        return dout
-
-
-class SEWBlock(Module):
-    """Spike-element-wise residual block: out = main(x) + shortcut(x) (SEW's ADD).
-
-    main: conv-BN-spike-conv-BN-spike; shortcut: identity, or conv1x1-BN-spike when the
-    shape changes. The sum of two spike trains may reach 2: SEW's ADD keeps it.
-    """
-
-    def __init__(self, main: Sequential, shortcut: Sequential | None = None):
-        super().__init__()
-        self._children["main"] = main
-        if shortcut is not None:
-            self._children["shortcut"] = shortcut
-
-    def forward(self, x):
-        out = self._children["main"].forward(x)
-        short = self._children.get("shortcut")
-        return out + (x if short is None else short.forward(x))
-
-    def backward(self, dout, need_dx: bool = True):
-        dx = self._children["main"].backward(dout, need_dx=True)     # d(a + b)/da = 1
-        short = self._children.get("shortcut")
-        return dx + (dout if short is None else short.backward(dout, need_dx=True))
+# The shell's other layers, here too so that dn.model holds every layer.
+from .spiking import Spiking  # noqa: E402,F401
+from .containers import (AvgPool2d, Dropout, Flatten, GlobalAvgPool, MaxPool2d,  # noqa: E402,F401
+                         SEWBlock, Sequential)

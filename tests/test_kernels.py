@@ -254,12 +254,15 @@ def test_batchnorm_eval_and_linear_fast_match_plain(dtype):
 
 
 def test_every_table_holds_every_kernel_the_model_calls():
-    """kernels.NAMES lists what model.py calls through a table (every name it uses is there);
+    """kernels.NAMES lists what the shell's layers call through a table (every name it uses is there);
     the fast table takes each from dsatgo_np/fast/, the plain one none."""
     import re
 
-    from dsatgo_np import model
-    called = set(re.findall(r"(?:K|self\.kernels)\.(\w+)\(", open(model.__file__).read()))
+    from dsatgo_np import containers, model, spiking
+    called = set()
+    for shell in (model, spiking, containers):
+        called |= set(re.findall(r"(?:K|self\.kernels)\.(\w+)\(", open(shell.__file__).read()))
+    assert {"lif_forward", "conv2d_backward", "maxpool2d_forward"} <= called
     assert called <= set(kernels.NAMES), called - set(kernels.NAMES)
     fast = kernels._fast()
     for name in kernels.NAMES:

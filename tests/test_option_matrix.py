@@ -77,9 +77,9 @@ def theta_is_live(cell) -> bool:
 
 def _model_function(name):
     """The function the model calls by this name (patched below)."""
-    assert hasattr(dn.model, name), (f"dsatgo_np.model no longer calls {name}: point this "
-                                     "test at the function the model runs")
-    return getattr(dn.model, name)
+    assert hasattr(dn.spiking, name), (f"dsatgo_np.spiking no longer calls {name}: point this "
+                                       "test at the function the model runs")
+    return getattr(dn.spiking, name)
 
 
 @contextlib.contextmanager
@@ -96,7 +96,7 @@ def constants_held(net, live_theta: bool, detach_reset: bool):
                 rule = make_rule(*args, **kwargs)
                 rule.width_at = lambda t: k[t]           # a width known before the pass
                 return rule
-            stack.enter_context(mock.patch.object(dn.model, "make_rule", held_k))
+            stack.enter_context(mock.patch.object(dn.spiking, "make_rule", held_k))
         else:                                   # replay both: the model's own mechanism
             layer.hold_thresholds(theta, k)
             stack.callback(layer.hold_thresholds)

@@ -216,7 +216,6 @@ def trained_net_as_nir_file(tmp_path, monkeypatch):
     """A small trained network, and a .nir path whose loader (stubbed) returns it."""
     import sys
     import types
-    from dsatgo_np import checkpoint
     summary = train.fit(small(tmp_path, epochs=1), verbose=False)
     net = files.load(summary["run"])
     mod = types.ModuleType("dsatgo_np.interop.nirgraph")

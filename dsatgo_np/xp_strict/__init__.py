@@ -12,46 +12,12 @@ What it cannot show: CuPy's own rounding (a float32 forward on CuPy differs from
 from __future__ import annotations
 
 import builtins
-import contextlib
 import sys
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-_counts = {"to_host": 0, "to_device": 0, "ops": 0}
-
-
-def _count(kind: str, n: int = 1):
-    _counts[kind] += n
-
-
-class Transfers:
-    """Live counts since the `with count_transfers()` began: .count (device to host), .uploads."""
-
-    def __init__(self):
-        self._start = dict(_counts)
-
-    @property
-    def count(self) -> int:
-        return _counts["to_host"] - self._start["to_host"]
-
-    @property
-    def uploads(self) -> int:
-        return _counts["to_device"] - self._start["to_device"]
-
-    @property
-    def operations(self) -> int:
-        """Operations that launch work on a GPU: every ufunc call or reduction, copy, fill,
-        gather, scatter, matrix product, random draw and kernel; views, shapes and ``empty``
-        are not counted. A CuPy function may launch more than one kernel (``std`` several):
-        the count is a lower bound on a GPU's launches."""
-        return _counts["ops"] - self._start["ops"]
-
-
-@contextlib.contextmanager
-def count_transfers():
-    """``with count_transfers() as c: ...`` then ``c.count`` host transfers happened inside."""
-    yield Transfers()
+from .counts import Transfers, _count, _counts, count_transfers  # noqa: F401
 
 
 def _refuse(what: str, why: str):
@@ -399,125 +365,12 @@ from numpy import (bool_, dtype, e, float16, float32, float64, inf, int8,  # noq
 
 bool = bool_   # noqa: A001  (cupy.bool is numpy.bool)
 
-
-class _StrideTricks:
-    """cupy.lib.stride_tricks: as_strided, and sliding_window_view without writeable=True."""
-
-    @staticmethod
-    def as_strided(x, shape=None, strides=None):
-        return ndarray(np.lib.stride_tricks.as_strided(_unwrap(x, "as_strided"), shape, strides))
-
-    @staticmethod
-    def sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
-        if writeable:
-            _refuse("sliding_window_view(writeable=True)", "is not supported by CuPy")
-        return ndarray(np.lib.stride_tricks.sliding_window_view(
-            _unwrap(x, "sliding_window_view"), window_shape, axis))
-
-
-class lib:                                                 # noqa: N801  (numpy's name)
-    stride_tricks = _StrideTricks
-
-
-class Generator:
-    """cupy.random.Generator's drawing methods, on "the device" (no transfer). CuPy draws other
-    numbers than NumPy from the same seed, and so does this stand-in (Philox, not NumPy's
-    PCG64): code that must draw the same numbers on every device draws on the host. Only
-    shapes, dtypes and ranges of its draws are CuPy's; CuPy's Generator has no permutation."""
-
-    def __init__(self, seed=None):
-        self._rng = np.random.Generator(np.random.Philox(seed))
-
-    def __getattribute__(self, name):
-        if not name.startswith("_"):
-            _count("ops")
-        return object.__getattribute__(self, name)
-
-    def random(self, size=None, dtype=np.float64):
-        return _wrap(self._rng.random(size, dtype=dtype))
-
-    def standard_normal(self, size=None, dtype=np.float64):
-        return _wrap(self._rng.standard_normal(size, dtype=dtype))
-
-    def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float64):
-        return _wrap(self._rng.uniform(low, high, size).astype(dtype))
-
-    def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
-        return _wrap(self._rng.integers(low, high, size, dtype=dtype, endpoint=endpoint))
-
-
-class random:                                              # noqa: N801  (numpy's name)
-    Generator = Generator
-
-    @staticmethod
-    def default_rng(seed=None):
-        return Generator(seed)
-
-
-def broadcast_to(x, shape):
-    """cupy.broadcast_to: a view with stride 0 along the repeated axes, writable as CuPy's is
-    (NumPy's is read-only); a write reaches every element that shares its memory."""
-    a = _unwrap(x, "broadcast_to")
-    view = np.broadcast_to(a, shape)
-    return ndarray(np.lib.stride_tricks.as_strided(a, view.shape, view.strides,
-                                                   writeable=a.flags.writeable))
-
-
-def _norm(x, ord=None, axis=None, keepdims=False):
-    _count("ops")
-    return _wrap(np.linalg.norm(_unwrap(x, "linalg.norm"), ord, axis, keepdims))
-
-
-class linalg:                                              # noqa: N801  (numpy's name)
-    norm = staticmethod(_norm)
-
+# The namespaces and kernels, and NumPy's functions dispatched to their stand-ins.
+from .devices import (Generator, _StrideTricks, broadcast_to, lib, linalg,  # noqa: E402,F401
+                      random)
+from .devices import _norm  # noqa: E402
+from .kernels import ElementwiseKernel, kernel_compiler, runs_cuda_kernels  # noqa: E402,F401
 
 _DISPATCH = {getattr(np, n): globals()[n] for n in _FUNCTIONS}
 _DISPATCH[np.linalg.norm] = _norm
 _DISPATCH[np.lib.stride_tricks.sliding_window_view] = _StrideTricks.sliding_window_view
-
-
-# --- CUDA kernels, through a compiler that runs their bodies on the CPU ----------------------
-
-_compiler = None
-
-
-def runs_cuda_kernels() -> bool:
-    """Whether a kernel compiler is installed: then kernels.py gives these arrays the GPU
-    kernels (dsatgo_np/gpu/), and ElementwiseKernel runs."""
-    return _compiler is not None
-
-
-@contextlib.contextmanager
-def kernel_compiler(compiler):
-    """``with kernel_compiler(c): ...`` runs ElementwiseKernels with c.ElementwiseKernel (a
-    class with cupy.ElementwiseKernel's constructor and call on NumPy arrays, such as
-    tests/cuda_emulator.py's); the stand-in cannot compile CUDA itself."""
-    global _compiler
-    before, _compiler = _compiler, compiler
-    try:
-        yield compiler
-    finally:
-        _compiler = before
-
-
-class ElementwiseKernel:
-    """cupy.ElementwiseKernel, run by the installed compiler on the wrapped NumPy arrays."""
-
-    def __init__(self, in_params, out_params, operation, name="kernel", **options):
-        self._spec = (in_params, out_params, operation, name)
-        self._options, self._built = options, {}
-
-    def __call__(self, *args, size=None):
-        if _compiler is None:
-            _refuse(f"ElementwiseKernel {self._spec[3]}", "needs a kernel compiler: install "
-                    "one with xp_strict.kernel_compiler(...) (tests/cuda_emulator.py)")
-        if id(_compiler) not in self._built:
-            self._built[id(_compiler)] = _compiler.ElementwiseKernel(*self._spec, **self._options)
-        for a in args:
-            if isinstance(a, np.ndarray):
-                _refuse(f"ElementwiseKernel {self._spec[3]}: a NumPy array argument",
-                        "is host memory (CuPy raises TypeError)")
-        _count("ops")
-        self._built[id(_compiler)](*[a._a if isinstance(a, ndarray) else a for a in args],
-                                   size=size)

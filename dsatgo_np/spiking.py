@@ -13,7 +13,6 @@ from . import kernels
 from .backend import get_xp
 from .core.neuron import SpikeConfig, make_rule, replay_rule
 from .module import Module, Parameter, _cache, _check_size
-from .model import BatchNorm
 
 
 # --- the spiking neuron ----------------------------------------------------------------------
@@ -27,7 +26,7 @@ class Spiking(Module):
     """
 
     def __init__(self, T: int, config: SpikeConfig | None = None, neuron: str = "lif",
-                 lam: float = 0.2, scale_from: BatchNorm | None = None, dtype="float32"):
+                 lam: float = 0.2, scale_from=None, dtype="float32"):
         super().__init__()
         if neuron not in ("lif", "plif"):
             raise ValueError(f"unknown neuron {neuron!r}: choose 'lif' or 'plif'")

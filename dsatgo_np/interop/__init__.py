@@ -8,13 +8,8 @@ package loads with dsatgo_np and needs neither; a missing one raises MissingPack
 line that installs it.
 """
 
-
-class MissingPackage(ImportError):
-    """An optional package that a function needs is not installed; the message says how to
-    install it. (Defined before the submodules are imported: they raise it.)"""
-
-
-from . import nirgraph, official  # noqa: E402,F401
-from .nirgraph import from_nir, to_nir  # noqa: E402,F401
-from .official import (calibrate, export_official, import_official, load_official,  # noqa: E402,F401
+from . import nirgraph, official  # noqa: F401
+from .missing import MissingPackage  # noqa: F401
+from .nirgraph import from_nir, to_nir  # noqa: F401
+from .official import (calibrate, export_official, import_official, load_official,  # noqa: F401
                        load_safetensors, read_safetensors, save_safetensors)

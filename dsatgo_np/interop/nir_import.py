@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import MissingPackage
+from .missing import MissingPackage
 from ..core.neuron import SpikeConfig
 from ..model import AvgPool2d, Conv2d, Flatten, Linear, Sequential, Spiking
 

@@ -1,32 +1,14 @@
-"""Networks to and from NIR, the Neuromorphic Intermediate Representation (the `nir` package).
+"""Networks to NIR, the Neuromorphic Intermediate Representation (the `nir` package); the way
+back is nir_import.py (from_nir, load_file, also importable from here).
 
-NIR's LIF node is a differential equation; an importer integrates it with its own time step dt.
-Its Euler step is
-
-    v[t] = v[t-1] + (dt / tau) * (v_leak - v[t-1] + r * I[t]),   spike when v > v_threshold,
-                                                                  then v = v_reset
-
-With tau = dt / (1 - lam), v_leak = 0 and v_reset = 0 this is our charge H = lam V + (1 - lam) r I,
-so r = 1 / (1 - lam) makes it H[t] = lam V[t-1] + X[t] (docs/METHOD.md section 2). With
-fold_r (the default) r stays 1 and the factor 1 / (1 - lam) moves into the Affine or Conv2d
-before the neuron, because importers such as Norse's ignore r. Eval-mode tdBN folds into that node too:
-
-    W' = s W,  b' = s (b - running_mean) + beta,  s = gamma / sqrt(running_var + eps)  (per output)
-
-A NIR threshold is one value per neuron for all time. Fixed-threshold methods (vanilla, tgo,
-mpd-agl, and the "estimated" threshold) export exactly; the adaptive ones (at, ds-atgo) fire in
-eval mode at a running threshold R[t] that changes with the step, so the exported layer fires at
-one of: "mean" (the mean of R[1..T], default) or "first" (R[1]). The graph's metadata keeps T,
-dt, the method and every layer's R[t], so nothing is lost, only not simulated.
-
-Two differences of convention, both harmless for trained networks: NIR fires at v > threshold,
-we at H >= theta (they differ only when H equals theta to the last bit); NIR leaves the initial
-potential to the simulator (Norse starts at v_leak = 0, as we do).
-
-    to_nir(net, dt=1e-3, fold_r=True)     mlp / cnn / vgg in eval mode -> nir.NIRGraph
-    from_nir(graph, T)                    a feed-forward NIR chain -> a network in eval mode
-    cli_export(checkpoint, path)          a training checkpoint (.npz) -> a .nir file
-    load_file(path)                       a .nir file -> a network, ready for evaluation
+NIR's LIF node is an ODE; its Euler step v += (dt / tau) (v_leak - v + r I) with tau = dt /
+(1 - lam), v_leak = v_reset = 0 and r = 1 / (1 - lam) is our H[t] = lam V[t-1] + X[t]. With
+fold_r (the default) the factor 1 / (1 - lam) and an eval-mode tdBN fold into the Affine or
+Conv2d before the neuron (W' = s W, b' = s (b - mean) + beta, s = gamma / sqrt(var + eps)), as
+importers such as Norse's ignore r. A NIR threshold is fixed in time: the adaptive methods'
+running thresholds R[t] export as their mean ("mean") or R[1] ("first"), all of them kept in
+the graph's metadata. NIR fires at v > threshold, we at H >= theta (equal but at a tie).
+docs/NIR.md has the derivation and the measured agreement.
 """
 from __future__ import annotations
 

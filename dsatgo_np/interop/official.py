@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from . import MissingPackage
+from .missing import MissingPackage
 from ..checkpoint import check_arrays
 from .official_layout import (FORMAT, RELEASE, THRESHOLD_SUFFIX,  # noqa: F401
                               ArchitectureMismatch, Entry, Layout, calibrate, export_official,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _count, _refuse, _unwrap, _wrap, ndarray
+from .array import _refuse, _unwrap, _wrap, ndarray
+from .counts import _count
 
 
 

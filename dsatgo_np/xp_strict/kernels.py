@@ -10,7 +10,8 @@ import contextlib
 
 import numpy as np
 
-from . import _count, _refuse, ndarray
+from .array import _refuse, ndarray
+from .counts import _count
 
 
 _compiler = None

@@ -153,7 +153,7 @@ def epochs_table(runs):
 
 
 def figure(name, runs, out_dir):
-    from dsatgo_np import plots
+    from dsatgo_np.diagnostics import plots
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.png")
     exp, kind = name.split(":") if ":" in name else (name, "")

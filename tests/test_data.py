@@ -1,4 +1,4 @@
-"""Tests of dsatgo_np.data / dsatgo_np.fetch on small files made here: offline, no npm/apt/network."""
+"""Tests of dsatgo_np.data (its cache, sources, IDX reader, CIFAR-10) on small files made here: offline, no npm/apt/network."""
 import gzip
 import hashlib
 import io

@@ -38,7 +38,8 @@ import numpy as np
 
 import dsatgo_np as dn
 from _common import FAST, FIGURES, IN_NOTEBOOK, savefig
-from dsatgo_np import data, diagnostics, plots, train
+from dsatgo_np import data, diagnostics, train
+from dsatgo_np.diagnostics import plots
 
 METHODS = ("vanilla", "ds-atgo")
 THEOREM1 = diagnostics.THEOREM1_RATE                  # 1 - Phi(1) = 0.158655

@@ -46,7 +46,8 @@ import numpy as np
 
 import dsatgo_np as dn
 from _common import FAST, FIGURES, IN_NOTEBOOK, savefig
-from dsatgo_np import data, diagnostics, plots, train
+from dsatgo_np import data, diagnostics, train
+from dsatgo_np.diagnostics import plots
 
 METHODS = ("vanilla", "at", "tgo", "ds-atgo", "mpd-agl")
 THEOREM1 = diagnostics.THEOREM1_RATE                  # 1 - Phi(1) = 0.158655

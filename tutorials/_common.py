@@ -3,7 +3,7 @@
     FAST = True when the environment variable DSATGO_FAST=1 (the tests run every tutorial
     this way: smaller data, fewer epochs, smaller samples; the asserts stay the same).
     savefig(fig, "name") writes tutorials/figures/name.png (or $DSATGO_FIGURES/name.png).
-    Lines take their colours from dsatgo_np.plots.PALETTE (Okabe-Ito, colour-blind safe,
+    Lines take their colours from dsatgo_np.diagnostics.style.PALETTE (Okabe-Ito, colour-blind safe,
     no yellow): "C0", "C1", ... in a tutorial name its colours in that order.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 from cycler import cycler
 
-from dsatgo_np.plots import PALETTE
+from dsatgo_np.diagnostics.style import PALETTE
 
 FAST = os.environ.get("DSATGO_FAST") == "1"
 IN_NOTEBOOK = "ipykernel" in sys.modules

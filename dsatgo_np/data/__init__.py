@@ -4,7 +4,7 @@
     for xb, yb in batches(x, y, 128, seed=0, epoch=3):
         xb = normalize(xb, "mnist")
 
-mnist and fashion-mnist: IDX files fetched and md5-checked (fetch.py, cache.py, idx.py);
+mnist and fashion-mnist: IDX files fetched and md5-checked (sources.py, cache.py, idx.py);
 cifar10: the official release or a local copy, decoded once and cached (cifar10.py); digits:
 scikit-learn's 8x8 digits, offline. Every problem raises DataError, saying how to fix it.
 """

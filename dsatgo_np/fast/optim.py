@@ -1,4 +1,4 @@
-"""update.sgd_update on a CPU, a cache-sized piece of each array at a time.
+"""core.update.sgd_update on a CPU, a cache-sized piece of each array at a time.
 
 Whole-array NumPy operations would each stream every parameter, gradient and buffer from
 memory; pieces of CHUNK values keep one piece's five operations in cache. The arithmetic is

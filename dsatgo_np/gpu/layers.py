@@ -1,4 +1,4 @@
-"""tdBN and SGD on the GPU: layers.batchnorm_* and optim.sgd_update with fewer launches.
+"""tdBN, SGD and running averages on the GPU: core.layers.batchnorm_*, core.update.sgd_update.
 
 BatchNorm takes its channel statistics from stats.py (one read of x, float64 sums) and
 normalises in one element-wise kernel; its backward sums dout and dout * xhat per channel in

@@ -107,6 +107,9 @@ EQUIVALENT: dict[str, str] = {
         "float('NAN') is float('nan')",
     "dsatgo_np.model.xǁLinearǁbackward__mutmut_9":
         "need_dx=None for False: linear_backward reads it only as `if need_dx`",
+    "dsatgo_np.surrogate.x_mpd_agl_width__mutmut_3":
+        "get_xp(None, g) for get_xp(lam, g): as for mutant 5, lam and g come from the same "
+        "array module",
     "dsatgo_np.surrogate.x_mpd_agl_width__mutmut_5":
         "get_xp(g) for get_xp(lam, g): the engine passes lam and g from the same array module "
         "(the neuron's decay, its BatchNorm's mean scale)",

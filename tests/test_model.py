@@ -181,7 +181,10 @@ def test_clear_errors():
     x = np.ones((2, 4, 3), np.float32)
     bn.forward(x)                                     # training: a cache to differentiate
     bn.eval().forward(x)                              # eval: none, and the old one is dropped
-    with pytest.raises(RuntimeError, match="needs a forward in training mode"):
+    with pytest.raises(RuntimeError, match=r"BatchNorm.backward needs a forward in training mode "
+                                           r"first \(eval mode keeps no cache\): call "
+                                           r"net.train\(\), then net.forward\(x\), then "
+                                           r"net.backward\(dout\)"):
         bn.backward(x)
 
 

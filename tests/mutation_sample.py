@@ -107,6 +107,9 @@ EQUIVALENT: dict[str, str] = {
         "float('NAN') is float('nan')",
     "dsatgo_np.model.xǁLinearǁbackward__mutmut_9":
         "need_dx=None for False: linear_backward reads it only as `if need_dx`",
+    "dsatgo_np.pooling.x_avgpool2d_backward__mutmut_2":
+        "get_xp(None) is NumPy, and np.broadcast_to on a CuPy (or stand-in) array dispatches "
+        "to its own module through __array_function__",
     "dsatgo_np.surrogate.x_mpd_agl_width__mutmut_3":
         "get_xp(None, g) for get_xp(lam, g): as for mutant 5, lam and g come from the same "
         "array module",

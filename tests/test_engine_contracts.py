@@ -229,6 +229,20 @@ def test_keep_freed_memory_in_process(monkeypatch):
     assert allocator.keep_freed_memory() is True and len(libs) == 1   # decided once per process
 
 
+def test_keep_freed_memory_loads_libc_by_its_glibc_name_when_find_library_fails(monkeypatch):
+    """find_library needs ldconfig or a compiler, which slim images lack: the tuning then loads
+    glibc's libc.so.6 by name."""
+    from dsatgo_np.fast import allocator
+    names = []
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: names.append(name) or _FakeLibc(name))
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    monkeypatch.delenv("DSATGO_MALLOC", raising=False)
+    assert allocator.keep_freed_memory() is True
+    assert names == ["libc.so.6"]
+
+
 def test_linear_module_is_x_w_transposed_plus_b():
     """The module's own arithmetic (a bias dropped in forward and backward alike would still
     pass a finite-difference check)."""

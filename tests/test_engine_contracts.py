@@ -56,6 +56,19 @@ def test_every_parameter_takes_the_layers_dtype(make, dtype):
     assert layer.forward(x).dtype == dtype
 
 
+def test_conv2d_module_adds_its_bias_to_every_output():
+    """Conv2d with bias=True: the output is the bias-free convolution plus b[f] at every step,
+    sample and pixel (a bias left out of the forward would pass a finite-difference check)."""
+    conv = Conv2d(2, 3, kernel=3, bias=True, dtype="float64", rng=np.random.default_rng(1))
+    x = np.random.default_rng(2).normal(size=(2, 2, 2, 5, 5))            # [T, B, C, H, W]
+    with_bias = conv.forward(x)
+    b = conv._params["bias"].data.copy()
+    conv._params["bias"].data[...] = 0
+    tol = 2 * 18 * np.finfo(float).eps * np.abs(with_bias).max()    # sums of C * 3 * 3 = 18 terms
+    np.testing.assert_allclose(with_bias - conv.forward(x), np.broadcast_to(
+        b[:, None, None], with_bias.shape), rtol=0, atol=tol)
+
+
 @pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
 def test_manual_seed_restarts_the_shared_generator(make):
     """After dn.manual_seed(s), the layers built without rng= get, in order, the weights that

@@ -110,6 +110,9 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.pooling.x_avgpool2d_backward__mutmut_2":
         "get_xp(None) is NumPy, and np.broadcast_to on a CuPy (or stand-in) array dispatches "
         "to its own module through __array_function__",
+    "dsatgo_np.fast.neuron.x_lif_backward__mutmut_22":
+        "reshape to (T, -2) for (T, -1): NumPy reads any negative size as the one unknown "
+        "dimension, and this fast path runs on NumPy only",
     "dsatgo_np.surrogate.x_mpd_agl_width__mutmut_3":
         "get_xp(None, g) for get_xp(lam, g): as for mutant 5, lam and g come from the same "
         "array module",

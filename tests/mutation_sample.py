@@ -107,6 +107,15 @@ EQUIVALENT: dict[str, str] = {
         "float('NAN') is float('nan')",
     "dsatgo_np.model.xǁLinearǁbackward__mutmut_9":
         "need_dx=None for False: linear_backward reads it only as `if need_dx`",
+    "dsatgo_np.core.pooling.x_avgpool2d_backward__mutmut_2":
+        "get_xp(None) is NumPy, and np.broadcast_to on a CuPy (or stand-in) array dispatches "
+        "to its own module through __array_function__",
+    "dsatgo_np.fast.neuron.x_lif_backward__mutmut_22":
+        "reshape to (T, -2) for (T, -1): NumPy reads any negative size as the one unknown "
+        "dimension, and this fast path runs on NumPy only",
+    "dsatgo_np.core.surrogate.x_mpd_agl_width__mutmut_3":
+        "get_xp(None, g) for get_xp(lam, g): as for mutant 5, lam and g come from the same "
+        "array module",
     "dsatgo_np.core.surrogate.x_mpd_agl_width__mutmut_5":
         "get_xp(g) for get_xp(lam, g): the engine passes lam and g from the same array module "
         "(the neuron's decay, its BatchNorm's mean scale)",

@@ -90,7 +90,7 @@ def params():
     (lambda p: dn.optim.SGD(p, lr=0.1, momentum=-1), r"SGD: momentum must be in \[0, 1\)"),
     (lambda p: dn.optim.SGD(p, lr=0.1, momentum=float("nan")), "SGD: momentum must be"),
     (lambda p: dn.optim.SGD(p, lr=0.1, weight_decay=-1e-4), "SGD: weight_decay must be"),
-    (lambda p: dn.optim.SGD(p, lr=0.1, nesterov=True), "nesterov=True needs a momentum"),
+    (lambda p: dn.optim.SGD(p, lr=0.1, nesterov=True), "^SGD: nesterov=True needs a momentum > 0$"),
     (lambda p: dn.optim.SGD([], lr=0.1), "no parameters to optimise"),
 ])
 def test_optimiser_options_are_checked(make, message):

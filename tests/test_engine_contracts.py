@@ -56,6 +56,19 @@ def test_every_parameter_takes_the_layers_dtype(make, dtype):
     assert layer.forward(x).dtype == dtype
 
 
+def test_conv2d_module_adds_its_bias_to_every_output():
+    """Conv2d with bias=True: the output is the bias-free convolution plus b[f] at every step,
+    sample and pixel (a bias left out of the forward would pass a finite-difference check)."""
+    conv = Conv2d(2, 3, kernel=3, bias=True, dtype="float64", rng=np.random.default_rng(1))
+    x = np.random.default_rng(2).normal(size=(2, 2, 2, 5, 5))            # [T, B, C, H, W]
+    with_bias = conv.forward(x)
+    b = conv._params["bias"].data.copy()
+    conv._params["bias"].data[...] = 0
+    tol = 2 * 18 * np.finfo(float).eps * np.abs(with_bias).max()    # sums of C * 3 * 3 = 18 terms
+    np.testing.assert_allclose(with_bias - conv.forward(x), np.broadcast_to(
+        b[:, None, None], with_bias.shape), rtol=0, atol=tol)
+
+
 @pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
 def test_manual_seed_restarts_the_shared_generator(make):
     """After dn.manual_seed(s), the layers built without rng= get, in order, the weights that
@@ -227,6 +240,20 @@ def test_keep_freed_memory_in_process(monkeypatch):
     assert libs[-1].calls == [(-3, 1 << 30), (-1, 1 << 30)]     # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     monkeypatch.setenv("DSATGO_MALLOC", "system")
     assert allocator.keep_freed_memory() is True and len(libs) == 1   # decided once per process
+
+
+def test_keep_freed_memory_loads_libc_by_its_glibc_name_when_find_library_fails(monkeypatch):
+    """find_library needs ldconfig or a compiler, which slim images lack: the tuning then loads
+    glibc's libc.so.6 by name."""
+    from dsatgo_np.fast import allocator
+    names = []
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: names.append(name) or _FakeLibc(name))
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    monkeypatch.delenv("DSATGO_MALLOC", raising=False)
+    assert allocator.keep_freed_memory() is True
+    assert names == ["libc.so.6"]
 
 
 def test_linear_module_is_x_w_transposed_plus_b():

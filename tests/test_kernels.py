@@ -137,6 +137,27 @@ def test_lif_statistics_taken_while_charging(method, block, M, monkeypatch):
     assert np.isnan(c2.mu).all() == (not rule.measures)
 
 
+@pytest.mark.parametrize("method", ["at", "ds-atgo"])
+def test_the_method_rule_uses_the_statistics_the_fast_loop_hands_it(method, monkeypatch):
+    """make_rule's measured threshold takes mu and sigma from the row sums that the fast LIF
+    loop passes in, and never reads H[t] again for them; its thresholds match the plain
+    kernel's, whose statistics come from layer_stats, to float32 round-off of N-term sums."""
+    from dsatgo_np import neuron as plain_neuron
+    rng = np.random.default_rng(8)
+    X = rng.normal(0.6, 1.3, (3, 2, 5 * 1024 + 300)).astype(np.float32)
+    lam = np.asarray(0.3, dtype=np.float32)
+    _, c1 = plain_lif_forward(X, lam, make_rule(SpikeConfig(method=method), lam, training=True))
+
+    def no_second_read(h):
+        raise AssertionError("make_rule read H[t] again for its statistics")
+    monkeypatch.setattr(plain_neuron, "layer_stats", no_second_read)
+    with lif_block(2048):
+        _, c2 = lif_forward(X, lam, make_rule(SpikeConfig(method=method), lam, training=True))
+    n = X[0].size                                         # terms in each step's sums
+    np.testing.assert_allclose(c2.theta, c1.theta, rtol=0,
+                               atol=n * np.finfo(np.float32).eps * np.abs(c1.theta).max())
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(2,), (3, 5), (4, 3, 7, 9), (2, 1000, 3)])
 def test_fast_layer_stats_matches_numpy(dtype, shape):
@@ -209,7 +230,8 @@ def test_batchnorm_fast_does_not_mutate_its_inputs():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape", [(4, 6, 5), (3, 5, 4, 6, 6)])
+@pytest.mark.parametrize("shape", [(4, 6, 5), (3, 5, 4, 6, 6),
+                                   (2, 40, 2)])           # more samples than bytes in a row
 def test_batchnorm_static_fast_matches_plain(dtype, shape):
     """A direct-encoded layer: forward on x[0] alone, backward for T copies."""
     rng = np.random.default_rng(10)

@@ -42,3 +42,15 @@ def test_build_names_the_builders_it_knows():
     with pytest.raises(ValueError, match="unknown model 'lenet': choose one of mlp, cnn, vgg, "
                                          "sew_resnet, plain_mlp, plain_cnn, resnet19"):
         models.build({"name": "lenet"})
+
+
+@pytest.mark.parametrize("build, T", [(lambda: models.mlp([4, 3]), 4), (lambda: models.cnn(), 4),
+                                      (lambda: models.vgg(), 4), (lambda: models.sew_resnet(), 2),
+                                      (lambda: models.resnet19(), 2),
+                                      (lambda: models.plain_mlp(2), 4),
+                                      (lambda: models.plain_cnn(2), 4)])
+def test_default_time_steps(build, T):
+    """T = 4 for the MNIST-sized builders, T = 2 for the ResNets (the release's setting);
+    docs/METHOD.md section 6."""
+    net = build()
+    assert net.T == T and all(m.T == T for m in net.modules() if hasattr(m, "config"))

@@ -205,6 +205,12 @@ def test_sgd_against_torch(momentum, weight_decay, nesterov):
 
 # --- the cosine schedule ----------------------------------------------------------------------
 
+def test_cosine_lr_of_one_step_goes_from_base_to_min():
+    assert optim.cosine_lr(0.1, 0, 1, min_lr=0.01) == 0.1
+    assert optim.cosine_lr(0.1, 1, 1, min_lr=0.01) == pytest.approx(0.01, rel=1e-15)
+    assert optim.cosine_lr(0.1, 5, 0) == 0.1            # no schedule: the base rate
+
+
 def test_cosine_lr_worked_numbers():
     # lr(s) = min + (base - min) (1 + cos(pi s / S)) / 2
     assert optim.cosine_lr(0.1, 0, 10) == pytest.approx(0.1, rel=1e-15)

@@ -221,12 +221,14 @@ def test_matmul_gives_the_product_whichever_way_it_runs(monkeypatch, shape, spli
     (720_001, False, [("one thread", (600, 30))]),        # medium: one call, one BLAS thread
     (720_000, True, [("ours", (300, 30)), ("ours", (300, 30))]),   # split: rows shared
 ])
+@pytest.mark.parametrize("threaded_from", [1000, 720_000])   # at least BLAS_THREADED_MACS: ours
 def test_matmul_hands_only_large_unsplit_products_to_the_blas_threads(monkeypatch, macs_needed,
-                                                                     split, expected):
+                                                                     split, expected,
+                                                                     threaded_from):
     """A product of at least BLAS_OWN_MACS multiply-adds (here 600 * 30 * 40 = 720,000) runs as
     one call on OpenBLAS's own threads; a smaller one on one BLAS thread; split=True shares
     its rows between this module's threads instead."""
-    monkeypatch.setattr(parallel, "BLAS_THREADED_MACS", 1000)
+    monkeypatch.setattr(parallel, "BLAS_THREADED_MACS", min(threaded_from, macs_needed))
     monkeypatch.setattr(parallel, "BLAS_OWN_MACS", macs_needed)
     calls, one_thread = [], []
     real = np.matmul

@@ -9,12 +9,12 @@ two writers, whose rows interleave in metrics.jsonl.
 """
 import json
 import os
-import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
+
+from digits_runs import run_as_script, use_saved_digits
 
 EPOCHS = 3
 ARGS = ["--dataset", "digits", "--hidden", "16", "--batch-size", "100", "--train-subset", "300",
@@ -24,10 +24,8 @@ TRIALS = {2: 12, 3: 12}          # writers at once: trials
 
 def supervise(workdir):
     """Run every trial; print one JSON line per trial: the writers' and the resumer's exits."""
-    from dsatgo_np import data, optim, train
-    arrays = np.load(os.path.join(workdir, "digits.npz"))
-    splits = {s: (arrays[f"x_{s}"], arrays[f"y_{s}"]) for s in ("train", "test")}
-    data.load = lambda name, split="train", root=None, **kw: splits[split]
+    from dsatgo_np import optim, train
+    use_saved_digits(workdir)
     real_step = optim.SGD.step
 
     def slow_step(self):
@@ -90,18 +88,7 @@ def test_one_writer_wins_every_race(tmp_path):
     pytest.importorskip("sklearn")
     if not hasattr(os, "fork"):
         pytest.skip("needs os.fork")
-    from dsatgo_np import data
-    splits = {s: data.load("digits", s) for s in ("train", "test")}
-    np.savez(tmp_path / "digits.npz", **{f"{k}_{s}": v for s, xy in splits.items()
-                                         for k, v in zip("xy", xy)})
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               DSATGO_THREADS="1", PYTHONPATH=os.pathsep.join([root] + path))
-    r = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    trials = [json.loads(line) for line in r.stdout.splitlines()]
+    trials = [json.loads(line) for line in run_as_script(__file__, tmp_path).stdout.splitlines()]
     assert [t["writers"] for t in trials] == [w for w, n in TRIALS.items() for _ in range(n)]
     for t in trials:
         # one winner; every other writer refused, naming why

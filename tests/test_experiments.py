@@ -1,27 +1,20 @@
 """Smoke test of the experiment scripts: tiny settings on the offline digits set."""
-import importlib.util
 import os
 
 import pytest
 
 pytest.importorskip("sklearn")
-HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
 
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from digits_runs import ROOT, load_experiment  # noqa: E402
 
 
 def test_runner_and_report_on_tiny_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    run, report = load("run"), load("report")
+    run, report = load_experiment("run"), load_experiment("report")
     root = str(tmp_path / "runs")
     assert run.main(["ablation-mnist", "fc", "--smoke", "--root", root]) == 0
     assert run.main(["ablation-mnist", "--smoke", "--root", root]) == 0      # resumable: all skipped
-    md = report.render(os.path.join(HERE, "RESULTS.template.md"), root,
+    md = report.render(os.path.join(ROOT, "experiments", "RESULTS.template.md"), root,
                        str(tmp_path / "R.md"), str(tmp_path / "fig"))
     text = open(md).read()
     for method in run.METHODS:
@@ -31,7 +24,7 @@ def test_runner_and_report_on_tiny_settings(tmp_path, monkeypatch):
 
 
 def test_every_experiment_is_well_formed():
-    run = load("run")
+    run = load_experiment("run")
     from dsatgo_np.train import Config
     for name, runs in run.EXPERIMENTS.items():
         assert runs, name
@@ -41,7 +34,7 @@ def test_every_experiment_is_well_formed():
 
 def test_labels_pick_and_order_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    run = load("run")
+    run = load_experiment("run")
     root = str(tmp_path / "runs")
     assert run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "tgo,at"]) == 0
     done = sorted(os.listdir(os.path.join(root, "ablation-mnist")))
@@ -54,7 +47,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_resumed(tmp_path, monkeypat
     """A run folder holding config.json but no checkpoint yet (killed in its first epoch) is
     continued with --resume, not refused as a folder that already holds a run."""
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    run = load("run")
+    run = load_experiment("run")
     root = str(tmp_path / "runs")
     assert run.main(["ablation-mnist", "--smoke", "--root", root, "--labels", "at"]) == 0
     folder = os.path.join(root, "ablation-mnist", f"at-s{run.SEEDS[0]}")

@@ -17,11 +17,12 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from digits_runs import ROOT, run_as_script, use_saved_digits
 
 EPOCHS = 3
 ARGS = ["--dataset", "digits", "--hidden", "32", "--batch-size", "100", "--lr", "0.1",
@@ -48,11 +49,9 @@ PLAN = [("step", 7),        # epoch 1 half done, no checkpoint yet: the next run
 
 def supervise(workdir):
     """Run the reference and the killed runs as forked children; print their exit statuses."""
-    from dsatgo_np import checkpoint, data, optim, train
+    from dsatgo_np import checkpoint, optim, train
     from dsatgo_np.train import folder as runs, loop
-    arrays = np.load(os.path.join(workdir, "digits.npz"))
-    splits = {s: (arrays[f"x_{s}"], arrays[f"y_{s}"]) for s in ("train", "test")}
-    data.load = lambda name, split="train", root=None, **kw: splits[split]
+    use_saved_digits(workdir)
 
     def child(run, where=None, n=0):
         count = [0]
@@ -127,23 +126,13 @@ def test_sigkill_anywhere_then_resume_ends_as_an_uninterrupted_run(tmp_path):
     pytest.importorskip("sklearn")
     if not hasattr(os, "fork"):
         pytest.skip("needs os.fork")
-    from dsatgo_np import data
     from dsatgo_np.checkpoint import read_checkpoint
-    splits = {s: data.load("digits", s) for s in ("train", "test")}
-    np.savez(tmp_path / "digits.npz", **{f"{k}_{s}": v for s, xy in splits.items()
-                                         for k, v in zip("xy", xy)})
     # the working tree's library, as the rest of the suite imports it (not an installed copy)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               DSATGO_THREADS="1", PYTHONPATH=os.pathsep.join([root] + path))
-    r = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_as_script(__file__, tmp_path)
     results = json.loads(r.stdout.strip().splitlines()[-1])
     # every planned stop happened (a hook that never fired would make this test vacuous)
     expected = [130 if where == "sigint" else "SIGKILL" for where, _ in PLAN]
-    assert results.pop("library") == os.path.join(root, "dsatgo_np")
+    assert results.pop("library") == os.path.join(ROOT, "dsatgo_np")
     assert results == dict(reference=0, killed=expected, final=0), r.stderr[-3000:]
 
     ref, run = tmp_path / "reference", tmp_path / "killed"

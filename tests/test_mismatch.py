@@ -1,6 +1,5 @@
 """The threshold-mismatch study: plain networks whose membrane scale is a knob, its runner, its
 statistics, and the report section built from it (tiny settings on the offline digits set)."""
-import importlib.util
 import math
 import os
 
@@ -9,15 +8,8 @@ import pytest
 
 from dsatgo_np import diagnostics, encode, models
 from dsatgo_np.model import BatchNorm, Linear
+from digits_runs import load_experiment
 
-HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- plain_mlp / plain_cnn -----------------------------------------------------------------------
@@ -79,7 +71,7 @@ def test_plain_mlp_refuses_bad_knobs(bad):
 
 def test_mean_ci_welch_and_holm_against_hand_values():
     pytest.importorskip("scipy")
-    mm = load("mismatch")
+    mm = load_experiment("mismatch")
     m, h = mm.mean_ci([1.0, 2.0, 3.0])             # t(0.975, df 2) = 4.302653, s = 1, n = 3
     assert m == 2.0 and h == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
     # Welch with equal sizes and spreads: t = diff / sqrt(2 s^2 / n) = 3 / sqrt(2/3), df = 4
@@ -101,7 +93,7 @@ def test_runner_and_report_section(tmp_path, monkeypatch):
     pytest.importorskip("scipy")
     pytest.importorskip("matplotlib")
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    mm, report = load("mismatch"), load("report")
+    mm, report = load_experiment("mismatch"), load_experiment("report")
     root = str(tmp_path / "runs")
     labels = [f"{m}_scale{a}" for m in ("vanilla", "at", "tgo", "ds-atgo") for a in ("0.25", "1")]
     assert mm.main(["mismatch-scale-mnist", "--smoke", "--root", root,
@@ -133,7 +125,7 @@ def test_runner_and_report_section(tmp_path, monkeypatch):
 def test_run_py_dispatches_the_mismatch_experiments(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    run = load("run")
+    run = load_experiment("run")
     root = str(tmp_path / "runs")
     assert run.main(["mismatch-depth-mnist", "--smoke", "--root", root,
                      "--labels", "ds-atgo_depth2-nobn"]) == 0
@@ -146,7 +138,7 @@ def test_run_py_dispatches_the_mismatch_experiments(tmp_path, monkeypatch):
 def test_cnn_runs_train_a_plain_cnn(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    mm = load("mismatch")
+    mm = load_experiment("mismatch")
     root = str(tmp_path / "runs")
     assert mm.main(["mismatch-scale-cnn-mnist", "--smoke", "--root", root,
                     "--labels", "ds-atgo_scale0.25"]) == 0

@@ -19,16 +19,8 @@ pytest.importorskip("sklearn")
 import dsatgo_np as dn  # noqa: E402
 from dsatgo_np import checkpoint, optim, train  # noqa: E402
 from dsatgo_np.train import loop  # noqa: E402
+from digits_runs import small  # noqa: E402
 
-FAST = ["--dataset", "digits", "--hidden", "32", "--batch-size", "100", "--lr", "0.1",
-        "--no-plots", "--quiet"]
-
-
-def small(tmp_path, name="run", **kw):
-    opts = dict(dataset="digits", hidden=[32], epochs=1, batch_size=100, lr=0.1, plots=False,
-                out=str(tmp_path / name))
-    opts.update(kw)
-    return train.Config(**opts)
 
 
 def finished_run(tmp_path, name="run", **kw):

@@ -21,16 +21,8 @@ from dsatgo_np import checkpoint, data, optim, train  # noqa: E402
 from dsatgo_np.core import losses  # noqa: E402
 from dsatgo_np.train import folder as runs, loop, resume  # noqa: E402
 from dsatgo_np.train.folder import RunFolder  # noqa: E402
+from digits_runs import FAST, small  # noqa: E402
 
-FAST = ["--dataset", "digits", "--hidden", "32", "--batch-size", "100", "--lr", "0.1",
-        "--no-plots", "--quiet"]
-
-
-def small(tmp_path, name="run", **kw):
-    opts = dict(dataset="digits", hidden=[32], epochs=1, batch_size=100, lr=0.1, plots=False,
-                out=str(tmp_path / name))
-    opts.update(kw)
-    return train.Config(**opts)
 
 
 def rows(run):

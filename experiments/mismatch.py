@@ -578,8 +578,13 @@ def figure_knob(runs, knob, path, title=""):
             ax.set_xlabel(AXIS.get(knob, knob) + _name(knob, variant))
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
+    return _finish(fig, axes[0][1], path, title, fontsize=9)
+
+
+def _finish(fig, legend_ax, path, title, fontsize=8):
+    """One legend below the panels (from LEGEND_AX's lines), the title, and the file at PATH."""
+    handles, labels = legend_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=fontsize)
     if title:
         fig.suptitle(title)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -603,12 +608,7 @@ def figure_layers(runs, variant, value, path, title=""):
         ax.set_xlabel("spiking layer")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return path
+    return _finish(fig, axes[0][0], path, title)
 
 
 def figure_steps(runs, variant, value, path, title=""):
@@ -626,12 +626,7 @@ def figure_steps(runs, variant, value, path, title=""):
         ax.set_xlabel("time step t")
         ax.set_ylabel("deepest layer: " + lab)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return path
+    return _finish(fig, axes[0][0], path, title)
 
 
 def render_directive(kind, arg, root, fig_dir, md_dir):

@@ -141,6 +141,16 @@ def test_adam_weight_decay_joins_the_gradient():
     np.testing.assert_allclose(opt.v[0], [0.001 * g * g], rtol=1e-15)
 
 
+def step_both(torch, ours, theirs, ps, ts, rng, steps):
+    """STEPS steps of our optimiser on PS and torch's on TS, both fed the same random gradients."""
+    for _ in range(steps):
+        for p, t in zip(ps, ts):
+            g = rng.normal(size=p.data.shape)
+            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
+        ours.step()
+        theirs.step()
+
+
 def test_adam_state_dict_resumes_the_same_trajectory():
     rng = np.random.default_rng(3)
     grads = [rng.normal(size=(3, 2)) for _ in range(5)]
@@ -173,12 +183,7 @@ def test_adam_against_torch(weight_decay):
     ts = [torch.tensor(p.data.copy(), requires_grad=True) for p in ps]
     ours = optim.Adam(ps, lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay)
     theirs = torch.optim.Adam(ts, lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay)
-    for _ in range(6):
-        for p, t in zip(ps, ts):
-            g = rng.normal(size=p.data.shape)
-            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
-        ours.step()
-        theirs.step()
+    step_both(torch, ours, theirs, ps, ts, rng, steps=6)
     for p, t in zip(ps, ts):
         # six steps of a few float64 operations each: round-off about 1e-15 relative
         np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
@@ -193,12 +198,7 @@ def test_sgd_against_torch(momentum, weight_decay, nesterov):
     ts = [torch.tensor(p.data.copy(), requires_grad=True) for p in ps]
     kw = dict(lr=0.1, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     ours, theirs = optim.SGD(ps, **kw), torch.optim.SGD(ts, **kw)
-    for _ in range(5):
-        for p, t in zip(ps, ts):
-            g = rng.normal(size=p.data.shape)
-            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
-        ours.step()
-        theirs.step()
+    step_both(torch, ours, theirs, ps, ts, rng, steps=5)
     for p, t in zip(ps, ts):
         np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import kernels
 from .core import layers
-from .module import Module, _cache, _fold
+from .module import Module, _cache, _fold, weights_rng
 
 
 # --- stateless layers --------------------------------------------------------------------------
@@ -84,12 +84,16 @@ class Dropout(Module):
 
     The masks come from one NumPy generator seeded with `seed`, drawn on the host and copied
     to x's device: the same masks on a CPU and a GPU, so that both run the same experiment.
+    Without a seed, the layer draws one from the generator of manual_seed (as layers built
+    without rng= draw their weights), so two Dropout layers never share their masks.
     """
 
-    def __init__(self, p: float = 0.5, seed: int = 0):
+    def __init__(self, p: float = 0.5, seed: int | None = None):
         super().__init__()
         if not (isinstance(p, numbers.Real) and 0 <= p < 1):
             raise ValueError(f"dropout probability must lie in [0, 1), got {p!r}")
+        if seed is None:
+            seed = int(weights_rng().integers(2**63))
         self.p, self.seed, self.keep = p, seed, None
         self.rng = np.random.default_rng(seed)
 

@@ -14,6 +14,7 @@ from dsatgo_np import kernels, optim
 from dsatgo_np.gradcheck import check_backward
 from dsatgo_np.model import AvgPool2d, Conv2d, Dropout, Linear, MaxPool2d, Parameter
 from dsatgo_np.core.neuron import replay_rule
+from dsatgo_np.module import manual_seed
 
 from strategies import FAST, array, fd_atol
 
@@ -157,9 +158,20 @@ def test_dropout_module():
     drop.eval()
     assert drop.forward(x) is x and drop.backward(dout) is dout   # identity in eval mode
     assert Dropout(0.0).forward(x) is x
-    # the default seed is 0: the same masks as Dropout(p, seed=0), run after run
-    np.testing.assert_array_equal(Dropout(0.5).forward(x), Dropout(0.5, seed=0).forward(x))
     assert not np.array_equal(Dropout(0.5, seed=0).forward(x), Dropout(0.5, seed=1).forward(x))
+
+
+def test_dropout_layers_without_a_seed_draw_other_masks_and_follow_manual_seed():
+    x = np.ones((2, 16, 32))
+    manual_seed(7)
+    first, second = Dropout(0.5), Dropout(0.5)
+    a, b = first.forward(x), second.forward(x)
+    assert not np.array_equal(a, b)                           # two layers, two mask streams
+    manual_seed(7)
+    again = Dropout(0.5)
+    assert again.seed == first.seed
+    np.testing.assert_array_equal(again.forward(x), a)        # reproducible from manual_seed
+    np.testing.assert_array_equal(Dropout(0.5, seed=first.seed).forward(x), a)
 
 
 @pytest.mark.parametrize("build, shape", [

@@ -153,6 +153,15 @@ def test_estimated_threshold_exports_exactly():
     np.testing.assert_array_equal(out, run(nirgraph.from_nir(g), inputs(net))[0])
 
 
+def test_from_nir_leaves_the_weights_generator_as_it_was():
+    g = nirgraph.to_nir(tiny("mlp", "ds-atgo"))
+    dn.manual_seed(3)
+    expected = dn.model.Linear(5, 4).parameters()[0].data
+    dn.manual_seed(3)
+    nirgraph.from_nir(g)
+    np.testing.assert_array_equal(dn.model.Linear(5, 4).parameters()[0].data, expected)
+
+
 # --- files and the command-line helpers -----------------------------------------------------------
 
 def test_written_file_reads_back_with_its_metadata(tmp_path):

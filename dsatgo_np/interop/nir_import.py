@@ -96,12 +96,15 @@ class _Importer:
             return
         kind, w, b, opt = self.pending
         w, b = w.astype(self.dtype), b.astype(self.dtype)
+        # the graph's weights replace the drawn ones; a generator of its own keeps manual_seed's
+        # (and so the next layers a user builds) as it was
+        rng = np.random.default_rng(0)
         if kind == "fc":
-            self.push(Linear(w.shape[1], w.shape[0], bias=True, dtype=self.dtype),
+            self.push(Linear(w.shape[1], w.shape[0], bias=True, rng=rng, dtype=self.dtype),
                       dict(weight=w, bias=b))
         else:
             self.push(Conv2d(w.shape[1], w.shape[0], w.shape[2], opt["stride"], opt["padding"],
-                             bias=True, dtype=self.dtype), dict(weight=w, bias=b))
+                             bias=True, rng=rng, dtype=self.dtype), dict(weight=w, bias=b))
         self.pending = None
 
     def affine(self, node, bias=True):

@@ -455,8 +455,14 @@ def test_a_signal_while_the_run_starts_is_one_line(tmp_path, capsys, monkeypatch
         os.kill(os.getpid(), sig)
         return real(*a, **k)
     monkeypatch.setattr(data, "load", load_then_signal)
+    # Python's own Ctrl-C handler, as in a terminal: a shell that starts pytest in the
+    # background hands it SIGINT ignored, and the signal would then never arrive
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "run"
-    got, err = run_cli(FAST + ["--out", str(out)], capsys)
+    try:
+        got, err = run_cli(FAST + ["--out", str(out)], capsys)
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert got == code and err.strip() == f"stopped ({name}) before anything was written"
     assert not out.exists()
 

@@ -3,7 +3,7 @@
     python experiments/report.py                 # reads runs/experiments/, writes docs/RESULTS.md
                                                  # and docs/figures/*.png
     python experiments/report.py --mismatch-only # only the section "Where the threshold mismatch
-                                                 # appears" (MISMATCH.template.md, mismatch.py)
+                                                 # appears" (MISMATCH.template.md, mismatch_report.py)
 
 The template holds the prose; each line `{{table NAME}}` or `{{figure NAME}}` is replaced by a
 table or figure computed here from the runs' metrics.jsonl: no number is typed by hand.
@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join("runs", "experiments")
 sys.path.insert(0, HERE)
-import mismatch  # noqa: E402  (experiments/mismatch.py: the threshold-mismatch study)
+import mismatch_report  # noqa: E402  (the threshold-mismatch study's tables and figures)
 
 # The section "Where the threshold mismatch appears" has a template of its own; it is spliced
 # into the output in place of the section of the same title, or appended.
@@ -194,8 +194,8 @@ def render(template, root, out_md, fig_dir):
     out = []
     for line in open(template):
         mm = re.fullmatch(r"\{\{mismatch ([\w-]+) ([^}]+)\}\}\s*", line)
-        if mm:                               # the threshold-mismatch study (mismatch.py)
-            out.append(mismatch.render_directive(*mm.groups(), root, fig_dir,
+        if mm:                               # the threshold-mismatch study (mismatch_report.py)
+            out.append(mismatch_report.render_directive(*mm.groups(), root, fig_dir,
                                                  os.path.dirname(out_md) or ".") + "\n")
             continue
         m = re.fullmatch(r"\{\{(table|figure|layers|potentials|epochs|machine) ([^}]+)\}\}\s*",

@@ -24,8 +24,12 @@ def small(tmp_path, name="run", **kw):
 
 
 def load_experiment(name):
-    """experiments/NAME.py as a module (the folder is not a package)."""
-    path = os.path.join(ROOT, "experiments", f"{name}.py")
+    """experiments/NAME.py as a module (the folder is not a package; its scripts import each
+    other as a run from the folder does, so the folder goes on the path)."""
+    folder = os.path.join(ROOT, "experiments")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    path = os.path.join(folder, f"{name}.py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

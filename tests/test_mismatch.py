@@ -94,16 +94,17 @@ def test_runner_and_report_section(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
     mm, report = load_experiment("mismatch"), load_experiment("report")
+    mr = load_experiment("mismatch_report")
     root = str(tmp_path / "runs")
     labels = [f"{m}_scale{a}" for m in ("vanilla", "at", "tgo", "ds-atgo") for a in ("0.25", "1")]
     assert mm.main(["mismatch-scale-mnist", "--smoke", "--root", root,
                     "--labels", ",".join(labels)]) == 0
     folder = os.path.join(root, "mismatch-scale-mnist")
     assert len(os.listdir(folder)) == len(labels) * 2              # smoke: two seeds
-    runs = mm.load(root, "mismatch-scale-mnist")
+    runs = mr.load(root, "mismatch-scale-mnist")
     assert set(runs) == {("", a, m) for m in ("vanilla", "at", "tgo", "ds-atgo") for a in (0.25, 1.0)}
     # at scale 1/4 the fixed threshold's deepest layer is nearly silent, the adaptive one is not
-    fr = {m: np.mean([mm.deepest(r, "init")["firing_rate_mean"] for r in runs["", 0.25, m]])
+    fr = {m: np.mean([mr.deepest(r, "init")["firing_rate_mean"] for r in runs["", 0.25, m]])
           for m in ("vanilla", "ds-atgo")}
     assert fr["vanilla"] < 0.02 < 0.1 < fr["ds-atgo"]
 
@@ -138,10 +139,10 @@ def test_run_py_dispatches_the_mismatch_experiments(tmp_path, monkeypatch):
 def test_cnn_runs_train_a_plain_cnn(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.setenv("DSATGO_DATA", str(tmp_path / "data"))
-    mm = load_experiment("mismatch")
+    mm, mr = load_experiment("mismatch"), load_experiment("mismatch_report")
     root = str(tmp_path / "runs")
     assert mm.main(["mismatch-scale-cnn-mnist", "--smoke", "--root", root,
                     "--labels", "ds-atgo_scale0.25"]) == 0
-    (row,) = mm.load(root, "mismatch-scale-cnn-mnist")[("", 0.25, "ds-atgo")][:1]
+    (row,) = mr.load(root, "mismatch-scale-cnn-mnist")[("", 0.25, "ds-atgo")][:1]
     assert len(row["diagnostics"]) == 4                            # 4 conv spiking layers
-    assert abs(mm.deepest(row, "init")["firing_rate_mean"] - diagnostics.THEOREM1_RATE) < 0.05
+    assert abs(mr.deepest(row, "init")["firing_rate_mean"] - diagnostics.THEOREM1_RATE) < 0.05

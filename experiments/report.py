@@ -3,7 +3,8 @@
     python experiments/report.py                 # reads runs/experiments/, writes docs/RESULTS.md
                                                  # and docs/figures/*.png
     python experiments/report.py --mismatch-only # only the section "Where the threshold mismatch
-                                                 # appears" (MISMATCH.template.md, mismatch_report.py)
+                                                 # appears" (MISMATCH.template.md,
+                                                 # mismatch_report.py)
 
 The template holds the prose; each line `{{table NAME}}` or `{{figure NAME}}` is replaced by a
 table or figure computed here from the runs' metrics.jsonl: no number is typed by hand.

@@ -178,6 +178,44 @@ def test_fast_conv_matches_plain_float32(x_shape, w_shape, stride, padding):
     assert_parity(x, weight, bias, stride, padding, 2)
 
 
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, with_bias", [
+    ((5, 4, 6, 7), (3, 4, 3, 3), 1, 1, True),    # stride 1, F <= C: dx by the flipped forward
+    ((5, 2, 6, 7), (5, 2, 3, 3), 1, 0, False),   # F > C: dx by col2im over wide rows
+    ((5, 3, 7, 6), (4, 3, 3, 2), 2, 1, True),    # stride 2: im2col, its GEMMs and col2im
+    ((5, 3, 7, 6), (4, 3, 3, 3), 2, 0, False),
+])
+def test_a_float32_convolution_makes_float32_arrays_only(arrays_made, x_shape, w_shape, stride,
+                                                          padding, with_bias):
+    """A float32 network computes in float32 all through (half the memory and traffic of
+    float64): every array the fast convolution makes, its scratch buffers of columns, padded
+    planes, GEMM results and gradients included, is float32. A float64 buffer would go
+    unseen in the results, which are cast back to float32 and agree to round-off."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    weight = rng.standard_normal(w_shape, dtype=np.float32)
+    bias = rng.standard_normal(w_shape[0], dtype=np.float32) if with_bias else None
+    made = arrays_made(fast_conv)
+    out, cache = fast_conv.conv2d_forward(x, weight, bias, stride, padding)
+    dx, grads = fast_conv.conv2d_backward(rng.standard_normal(out.shape, dtype=np.float32), cache)
+    assert len(made) >= 6                        # columns, products, results of both passes
+    assert {dtype for dtype, _ in made} == {np.dtype(np.float32)}
+    assert out.dtype == dx.dtype == grads["weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3])
+def test_float32_average_pooling_makes_float32_arrays_only(arrays_made, kernel):
+    """As for the convolution: the fast average pooling's output, row sums, spreading matrix
+    and dx are float32 for float32 data (the values could not show a float64 one: 1/k^2
+    times one value, plus zeros, rounds the same)."""
+    x = np.random.default_rng(5).standard_normal((3, 2, 6, 6), dtype=np.float32)
+    made = arrays_made(fast_pooling)
+    out, cache = fast_pooling.avgpool2d_forward(x, kernel)
+    dx = fast_pooling.avgpool2d_backward(np.ones_like(out), cache)
+    assert len(made) >= 3
+    assert {dtype for dtype, _ in made} == {np.dtype(np.float32)}
+    assert out.dtype == dx.dtype == np.float32
+
 @pytest.mark.parametrize("samples_per_chunk", [1, 2, 3])
 @pytest.mark.parametrize("C, F", [(2, 5), (4, 3)])  # stride-1 dx by wide col2im / flipped conv
 def test_chunked_columns_match_plain(monkeypatch, samples_per_chunk, C, F):

@@ -340,7 +340,62 @@ def test_the_kernel_table_follows_the_array_module_and_the_forced_choice(monkeyp
         kernels.set_kernels("auto")
         assert kernels.current() == "auto"
         monkeypatch.setenv("DSATGO_KERNELS", "turbo")
-        with pytest.raises(ValueError, match="DSATGO_KERNELS"):
+        with pytest.raises(ValueError, match=r"^DSATGO_KERNELS='turbo': choose one of auto, "
+                                             r"plain, fast$"):
             kernels.set_kernels("auto")
     finally:
         kernels._choice = saved
+
+
+# ---------------------------------------------------------------------------- float32 throughout
+
+F64 = np.dtype(np.float64)
+
+
+def test_the_fast_lif_loops_make_float32_arrays_for_float32_data(arrays_made):
+    """A float32 network keeps float32 through the neuron (half the memory and traffic of
+    float64): H, S, the row sums of the statistics, every per-block scratch buffer and the
+    results. The one float64 array is dlam's per-block, per-step accumulator (blocks, T),
+    float64 on purpose (the comment in lif_backward). The decay may come as a number (the
+    contract of lif_forward); it too is taken in float32. A float64 scratch buffer would not
+    show in the values: they are cast back on their way out."""
+    rng = np.random.default_rng(11)
+    T = 3
+    X = rng.normal(0.6, 1.3, (T, 2, 1100)).astype(np.float32)      # 2200 neurons: 2 whole rows
+    lam = np.asarray(0.3, dtype=np.float32)
+    rule = same_stats_rule(SpikeConfig(method="ds-atgo"), lam)
+    made = arrays_made(fast_neuron)
+    S, cache = lif_forward(X, 0.3, rule)
+    dX, dlam = lif_backward(rng.normal(size=X.shape).astype(np.float32), cache)
+    floats = [(dtype, shape) for dtype, shape in made if dtype.kind == "f"]
+    assert len(floats) >= 10
+    assert [(d, s) for d, s in floats if d != np.float32] == [(F64, (1, T))] * 2  # made, joined
+    for a in (S, cache.H, cache.lam, cache.theta, cache.k, cache.mu, cache.sigma, dX, dlam):
+        assert a.dtype == np.float32
+    made.clear()
+    mu, sigma = fast_layer_stats(X[0])
+    assert {dtype for dtype, _ in made} == {np.dtype(np.float32)}      # s, ss, mu, sigma
+    assert mu.dtype == sigma.dtype == np.float32
+
+
+@pytest.mark.parametrize("spread", [2.0, 1e-3])          # 1e-3: the two-pass variance runs
+def test_the_fast_batchnorm_makes_float32_arrays_for_float32_data(arrays_made, spread):
+    """The per-channel sums are added in float64 on purpose (C values each); every array of
+    the input's size or of one row sum per sample and channel is float32 for float32 data,
+    scratch included, and so are the results, the cache and the returned statistics."""
+    rng = np.random.default_rng(12)
+    N, C, L = 6, 3, 20
+    x = (5.0 + spread * rng.normal(size=(N, C, L))).astype(np.float32)
+    gamma, beta = rng.normal(1, 0.3, C).astype(np.float32), rng.normal(size=C).astype(np.float32)
+    dout = rng.normal(size=(N, C, L)).astype(np.float32)
+    made = arrays_made(fast_layers)
+    out, cache, mean, var = fast_layers.batchnorm_forward(x, gamma, beta)
+    dx, grads = fast_layers.batchnorm_backward(dout, cache)
+    dx_static, grads_static = fast_layers.batchnorm_backward_static(
+        np.stack([dout, dout]), cache)
+    ev = fast_layers.batchnorm_eval(x, gamma, beta, mean, var)
+    assert len(made) >= 10
+    assert {dtype for dtype, shape in made if np.prod(shape) > C} == {np.dtype(np.float32)}
+    for a in (out, cache.mean, cache.inv_std, mean, var, dx, grads["weight"], grads["bias"],
+              dx_static, grads_static["weight"], grads_static["bias"], ev):
+        assert a.dtype == np.float32

@@ -93,7 +93,8 @@ def test_bad_thread_counts_are_refused(monkeypatch):
         parallel.set_threads(0)
     monkeypatch.setattr(parallel, "_threads", None)
     monkeypatch.setenv("DSATGO_THREADS", "two")
-    with pytest.raises(ValueError, match="DSATGO_THREADS"):
+    with pytest.raises(ValueError, match=r"^DSATGO_THREADS='two': set it to a whole number >= 1 "
+                                         r"\(1 runs everything on one core\)$"):
         parallel.threads()
     monkeypatch.setenv("DSATGO_THREADS", "3")
     assert parallel.threads() == 3

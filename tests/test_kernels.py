@@ -205,11 +205,15 @@ def test_batchnorm_fast_matches_plain(dtype, shape, block_bytes, monkeypatch):
         assert g2[k].dtype == g1[k].dtype
 
 
-def test_batchnorm_fast_keeps_precision_when_the_mean_dwarfs_the_spread():
-    """A channel at 1e3 +- 0.1 in float32: the one-pass variance would cancel; two passes run."""
+@pytest.mark.parametrize("mean, spread", [(1e3, 0.1), (1e4, 3.0)])
+def test_batchnorm_fast_keeps_precision_when_the_mean_dwarfs_the_spread(mean, spread):
+    """A channel whose mean dwarfs its spread, in float32: the one-pass variance
+    E[x^2] - E[x]^2 cancels (to a negative number at 1e3 +- 0.1; at 1e4 +- 3 to a variance
+    3 % off 9, which is far above 1e-3: the switch to two passes must compare the variance
+    with the squared mean, not with a fixed number); two passes run."""
     rng = np.random.default_rng(8)
     x = rng.normal(0, 1, (32, 2, 6, 6)).astype(np.float32)
-    x[:, 1] = 1e3 + 0.1 * x[:, 1]
+    x[:, 1] = mean + spread * x[:, 1]
     g, b = np.ones(2, np.float32), np.zeros(2, np.float32)
     _, _, _, v = fast_layers.batchnorm_forward(x, g, b)
     ref = x.astype(np.float64).transpose(1, 0, 2, 3).reshape(2, -1).var(axis=1)

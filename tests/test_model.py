@@ -232,7 +232,9 @@ def test_every_method_learns_digits(digits, method):
 def test_repr_lists_layers_and_options():
     text = repr(dn.models.mlp([6, 8, 3], T=2, method="tgo", neuron="plif"))
     assert "Linear(weight=(8, 6))" in text
-    assert "Spiking(plif, T=2, method='tgo'" in text
+    assert "Spiking(plif, T=2, method='tgo', width='threshold', f_c=1.0, lam=learnable)" in text
+    text = repr(dn.models.mlp([6, 8, 3], T=2, lam=0.25, f_c=2.0))
+    assert "Spiking(lif, T=2, method='ds-atgo', width='threshold', f_c=2.0, lam=0.25)" in text
 
 
 @pytest.mark.parametrize("method,momentum", [("at", 0.1), ("ds-atgo", 0.35)])

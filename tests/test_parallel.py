@@ -253,6 +253,25 @@ def test_matmul_hands_only_large_unsplit_products_to_the_blas_threads(monkeypatc
     assert calls == expected
 
 
+def test_the_blas_cap_holds_the_blas_at_one_thread_and_lets_go():
+    """parallel._blas_one_thread, which the tests above replace by a spy, itself: inside it
+    NumPy's BLAS runs one thread, after it its count is what it was. (Only NumPy's: another
+    library loaded later, such as SciPy's own OpenBLAS, runs nothing of the engine's.)"""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas" and os.path.basename(
+                    os.path.dirname(p["filepath"])).startswith("numpy")}
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        if not before or before == {1}:
+            pytest.skip(f"no BLAS that runs 2 threads here (threadpoolctl: {before})")
+        with parallel._blas_one_thread():
+            assert blas_threads() == {1}
+        assert blas_threads() == before
+
+
 def test_matmul_split_shares_rows_between_threads(monkeypatch):
     seen = []
     real = np.matmul

@@ -186,6 +186,15 @@ def test_usage_names_the_command_as_it_was_run(monkeypatch, capsys):
                      ).startswith("usage: dsatgo-train evaluate")
 
 
+def test_evaluate_help_says_exported_files_record_their_data_set(monkeypatch, capsys):
+    """export writes the data set into .nir and .safetensors files and evaluate reads it from
+    there (test_evaluate_a_nir_file_on_the_data_set_its_export_recorded): the help must not ask for
+    --dataset with every such file."""
+    text = " ".join(help_text(monkeypatch, capsys, args=("evaluate", "--help")).split())
+    assert ("--dataset DATASET data set (checkpoints and the .nir and .safetensors files this "
+            "command exports record theirs; needed only for a file that records none)") in text
+
+
 @pytest.mark.parametrize("argv, missing", [
     (["export", "run", "m.safetensors"], "official"),
     (["export", "run", "m.nir"], "nirgraph"),

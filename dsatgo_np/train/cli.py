@@ -184,8 +184,9 @@ def cmd_evaluate(argv) -> int:
     p.add_argument("path")
     p.add_argument("--data-dir", default="", help="data cache folder")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
-    p.add_argument("--dataset", default=None, help="data set (checkpoints of the training "
-                   "command know theirs; a .nir/.safetensors file needs it)")
+    p.add_argument("--dataset", default=None, help="data set (checkpoints and the .nir and "
+                   ".safetensors files this command exports record theirs; needed only for a "
+                   "file that records none)")
     p.add_argument("--T", type=int, default=None, help="time steps, when the file does not say")
     a = p.parse_args(argv)
     if a.path.endswith((".nir", ".safetensors")):

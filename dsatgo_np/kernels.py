@@ -24,11 +24,12 @@ NAMES = ("lif_forward", "lif_backward", "layer_stats", "linear_forward", "linear
          "matmul", "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_static",
          "batchnorm_eval", "conv2d_forward", "conv2d_backward", "avgpool2d_forward",
          "avgpool2d_backward", "maxpool2d_forward", "maxpool2d_backward",
-         "global_avgpool_forward", "global_avgpool_backward", "update_running", "sgd_update")
+         "global_avgpool_forward", "global_avgpool_backward", "update_running", "sgd_update",
+         "adam_update")
 # Kernels with no CPU version of their own (a few values per layer, or a single pass that
 # NumPy already makes): the fast table takes the plain core's.
 PLAIN_ON_CPU = ("maxpool2d_forward", "maxpool2d_backward", "global_avgpool_forward",
-                "global_avgpool_backward", "update_running")
+                "global_avgpool_backward", "update_running", "adam_update")
 CHOICES = ("auto", "plain", "fast")
 
 
@@ -51,6 +52,7 @@ PLAIN = SimpleNamespace(
     global_avgpool_forward=pooling.global_avgpool_forward,
     global_avgpool_backward=pooling.global_avgpool_backward,
     update_running=threshold.update_running, sgd_update=update.sgd_update,
+    adam_update=update.adam_update,
 )
 
 _tables = {"plain": PLAIN}
@@ -89,7 +91,8 @@ def _gpu():
             "batchnorm_backward": glayers.batchnorm_backward,
             "batchnorm_backward_static": glayers.batchnorm_backward_static,
             "conv2d_forward": gconv.conv2d_forward, "conv2d_backward": gconv.conv2d_backward,
-            "update_running": glayers.update_running, "sgd_update": glayers.sgd_update})
+            "update_running": glayers.update_running, "sgd_update": glayers.sgd_update,
+            "adam_update": glayers.adam_update})
     return _tables["gpu"]
 
 

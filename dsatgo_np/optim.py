@@ -8,7 +8,7 @@ import math
 
 from . import kernels
 from .backend import get_xp
-from .core.update import sgd_update  # noqa: F401  (the update's plain formula)
+from .core.update import adam_update, sgd_update  # noqa: F401  (the plain formulas)
 
 
 def _check_options(name: str, params: list, lr, weight_decay, **ranges):
@@ -71,7 +71,15 @@ class SGD:
 
 
 class Adam:
-    """Adam as torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments)."""
+    """Adam as torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments):
+
+        g = grad + weight_decay * p
+        m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2      (both start at zero)
+        p = p - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)   (t: the step, from 1)
+
+    Each parameter's update is the kernel table's adam_update (kernels.py): update.adam_update,
+    or its GPU version (one launch per parameter), tested equal bit for bit.
+    """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
@@ -91,15 +99,11 @@ class Adam:
         self.t += 1
         b1, b2 = self.betas
         for i, p in enumerate(self.params):
-            xp = get_xp(p.data)
-            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
             if self.m[i] is None:
+                xp = get_xp(p.data)
                 self.m[i], self.v[i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
-            self.m[i] = b1 * self.m[i] + (1 - b1) * g
-            self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
-            m_hat = self.m[i] / (1 - b1 ** self.t)
-            v_hat = self.v[i] / (1 - b2 ** self.t)
-            p.data -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+            kernels.of(p.data).adam_update(p.data, p.grad, self.m[i], self.v[i], self.lr, b1,
+                                           b2, self.eps, self.weight_decay, self.t)
 
     def state_dict(self) -> dict:
         state = {"t": self.t}

@@ -1,4 +1,4 @@
-"""dsatgo_np/gpu/ against the plain core: statistics, tdBN, convolution, the neuron, SGD.
+"""dsatgo_np/gpu/ against the plain core: statistics, tdBN, convolution, the neuron, SGD, Adam.
 
 Every test runs twice: on the CuPy stand-in with the kernel bodies compiled as C++ for the CPU
 (tests/cuda_emulator.py; always), and on CuPy on a real GPU (skipped without one). Sums that
@@ -257,6 +257,37 @@ def test_lif_kernels_match_the_plain_core(gpu, case, dtype):
     terms = np.abs(c2.V[:-1]).sum() * np.abs(want_dX).max()
     assert abs(float(host(dlam)) - float(want_dlam)) <= X[0].size * X.shape[0] * eps * terms
     assert 0 < S2.mean() < 1                                   # some fire, not all
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_equals_the_plain_update_bit_for_bit_in_one_launch(gpu, dtype, weight_decay):
+    """Five steps (the bias corrections change each step), the parameter and both moments
+    equal to the plain update's bits; each step one launch per parameter, nothing read back,
+    where the plain update makes 14 array operations (16 with weight decay)."""
+    xp, installed = gpu
+    rng = np.random.default_rng(6)
+    p = rng.normal(size=(6, 5)).astype(dtype)
+    want = [p.copy(), np.zeros_like(p), np.zeros_like(p)]            # p, m, v
+    got = [xp.asarray(p), xp.zeros(p.shape, dtype=dtype), xp.zeros(p.shape, dtype=dtype)]
+    options = (0.01, 0.9, 0.999, 1e-8, weight_decay)
+    with installed():
+        for step in range(1, 6):
+            g = rng.normal(size=p.shape).astype(dtype)
+            update.adam_update(want[0], g, want[1], want[2], *options, step)
+            g_device = xp.asarray(g)
+            with xp_strict.count_transfers() if xp is xp_strict else nullcontext() as counted:
+                glayers.adam_update(got[0], g_device, got[1], got[2], *options, step)
+            if xp is xp_strict:
+                assert (counted.operations, counted.count) == (1, 0)
+                plain = [xp.asarray(a) for a in want]
+                with xp_strict.count_transfers() as counted:
+                    update.adam_update(*plain[:1], g_device, *plain[1:], *options, step)
+                assert counted.operations == (16 if weight_decay else 14)
+    assert not np.array_equal(want[0], p)                              # it moved
+    for w, a in zip(want, got):
+        np.testing.assert_array_equal(host(a), w)
+        assert host(a).dtype == dtype
 
 
 def test_a_measuring_neuron_launches_two_kernels_a_step(gpu):

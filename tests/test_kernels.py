@@ -300,8 +300,8 @@ def test_every_table_holds_every_kernel_the_model_calls():
 
 
 def test_cupy_arrays_get_the_gpu_kernels_and_the_plain_core_for_the_rest(monkeypatch):
-    """CuPy's table takes the neuron, the statistics, tdBN, conv2d, running averages and SGD
-    from dsatgo_np/gpu/ (which imports without CuPy), every other kernel from the plain core;
+    """CuPy's table takes the neuron, the statistics, tdBN, conv2d, running averages, SGD and
+    Adam from dsatgo_np/gpu/ (which imports without CuPy), every other kernel from the plain core;
     DSATGO_KERNELS=plain gives CuPy the plain core alone."""
     import types
 
@@ -309,7 +309,7 @@ def test_cupy_arrays_get_the_gpu_kernels_and_the_plain_core_for_the_rest(monkeyp
     saved = kernels.current()
     on_gpu = {"lif_forward", "lif_backward", "layer_stats", "batchnorm_forward",
               "batchnorm_backward", "batchnorm_backward_static", "conv2d_forward",
-              "conv2d_backward", "update_running", "sgd_update"}
+              "conv2d_backward", "update_running", "sgd_update", "adam_update"}
     try:
         monkeypatch.delenv("DSATGO_KERNELS", raising=False)
         kernels.set_kernels("auto")

@@ -112,8 +112,13 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.core.conv.x_conv2d_backward__mutmut_58":
         "dL/dxpad allocated also when need_dx is False: it is written only under `if need_dx` "
         "and the function returns (None, grads) without reading it, so only memory changes",
+    "dsatgo_np.core.update.x_adam_update__mutmut_35":
+        "get_xp(None) is NumPy, and np.sqrt on a CuPy (or stand-in) array dispatches to its own "
+        "module through __array_ufunc__",
+    "dsatgo_np.optim.xǁAdamǁstep__mutmut_8":
+        "get_xp(None) is NumPy, and np.zeros_like of a CuPy (or stand-in) array returns an array "
+        "of that module through __array_function__",
 }
-
 def metas(root: Path = Path("mutants")):
     """{module path: {mutant name: exit code or None}} from mutmut's .meta files."""
     out = {}

@@ -290,6 +290,35 @@ def test_adam_equals_the_plain_update_bit_for_bit_in_one_launch(gpu, dtype, weig
         assert host(a).dtype == dtype
 
 
+@pytest.mark.parametrize("make, buffers", [
+    (lambda ps: dn.optim.SGD(ps, lr=0.1, momentum=0.9), 1),     # momentum buffer
+    (lambda ps: dn.optim.Adam(ps, lr=0.01), 2),                  # m and v
+])
+def test_the_optimisers_take_the_gpu_update_for_device_arrays(gpu, make, buffers):
+    """optim.SGD and optim.Adam on device arrays: one launch per parameter and step, after
+    the first step's zeroed buffers, which live on the device too (counted on the stand-in)."""
+    from dsatgo_np.module import Parameter
+    xp, installed = gpu
+    if xp is not xp_strict:
+        pytest.skip("counted on the stand-in")
+    rng = np.random.default_rng(8)
+    params = [Parameter(xp.asarray(rng.normal(size=s).astype(np.float32)))
+              for s in ((4, 3), (5,), (2, 2, 3))]
+    launches = []
+    with installed():
+        opt = make(params)
+        for _ in range(3):
+            for p in params:
+                p.grad = xp.asarray(rng.normal(size=p.data.shape).astype(np.float32))
+            with xp_strict.count_transfers() as counted:
+                opt.step()
+            launches.append((counted.operations, counted.count))
+    n = len(params)
+    assert launches == [((1 + buffers) * n, 0), (n, 0), (n, 0)]
+    state = [a for k, a in opt.state_dict().items() if k != "t"]
+    assert len(state) == buffers * n and all(isinstance(a, xp_strict.ndarray) for a in state)
+
+
 def test_a_measuring_neuron_launches_two_kernels_a_step(gpu):
     """The statistics, rule, fire, reset and charge of a step: two launches, and one for the
     last step's rule and spikes (counted on the stand-in)."""

@@ -102,6 +102,20 @@ def test_sgd_state_dict_resumes_the_same_trajectory():
     assert optim.SGD([Parameter(np.ones(2))], lr=0.1).state_dict() == {}   # no momentum, no state
 
 
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.01)], ids=["SGD", "Adam"])
+def test_each_parameter_is_updated_by_the_kernel_table_of_its_own_array(monkeypatch, make):
+    """The table follows each parameter's array (kernels.of(p.data)): a GPU parameter gets the
+    GPU update (tests/test_gpu_kernels.py counts its one launch), a NumPy one the CPU's."""
+    seen, real = [], kernels.of
+    monkeypatch.setattr(kernels, "of", lambda x: seen.append(x) or real(x))
+    ps = params(np.random.default_rng(2))
+    for p in ps:
+        p.grad = np.ones_like(p.data)
+    make(ps).step()
+    assert len(seen) == len(ps) and all(a is p.data for a, p in zip(seen, ps))
+
+
 # --- Adam: torch.optim.Adam's update, by hand --------------------------------------------------
 #
 #   g = grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2

@@ -118,7 +118,12 @@ EQUIVALENT: dict[str, str] = {
     "dsatgo_np.optim.xǁAdamǁstep__mutmut_8":
         "get_xp(None) is NumPy, and np.zeros_like of a CuPy (or stand-in) array returns an array "
         "of that module through __array_function__",
+    "dsatgo_np.optim.xǁSGDǁstep__mutmut_7":
+        "get_xp(None) is NumPy, and np.zeros_like of a CuPy (or stand-in) array returns an array "
+        "of that module through __array_function__",
 }
+
+
 def metas(root: Path = Path("mutants")):
     """{module path: {mutant name: exit code or None}} from mutmut's .meta files."""
     out = {}

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dsatgo_np as dn
-from dsatgo_np import backend, conv, layers, neuron, threshold, update, xp_strict
+from dsatgo_np import backend, conv, kernels, layers, neuron, threshold, update, xp_strict
 from dsatgo_np.gpu import conv as gconv, layers as glayers, neuron as gneuron, stats
 
 from strategies import FAST
@@ -294,13 +294,15 @@ def test_adam_equals_the_plain_update_bit_for_bit_in_one_launch(gpu, dtype, weig
     (lambda ps: dn.optim.SGD(ps, lr=0.1, momentum=0.9), 1),     # momentum buffer
     (lambda ps: dn.optim.Adam(ps, lr=0.01), 2),                  # m and v
 ])
-def test_the_optimisers_take_the_gpu_update_for_device_arrays(gpu, make, buffers):
+def test_the_optimisers_take_the_gpu_update_for_device_arrays(gpu, monkeypatch, make, buffers):
     """optim.SGD and optim.Adam on device arrays: one launch per parameter and step, after
-    the first step's zeroed buffers, which live on the device too (counted on the stand-in)."""
+    the first step's zeroed buffers, which live on the device too (counted on the stand-in;
+    the default kernel tables, also under DSATGO_KERNELS=plain)."""
     from dsatgo_np.module import Parameter
     xp, installed = gpu
     if xp is not xp_strict:
         pytest.skip("counted on the stand-in")
+    monkeypatch.setattr(kernels, "_choice", "fast")
     rng = np.random.default_rng(8)
     params = [Parameter(xp.asarray(rng.normal(size=s).astype(np.float32)))
               for s in ((4, 3), (5,), (2, 2, 3))]

@@ -3,7 +3,8 @@
 BatchNorm takes its channel statistics from stats.py (one read of x, float64 sums) and
 normalises in one element-wise kernel; its backward sums dout and dout * xhat per channel in
 one read and forms dx in one more. The SGD update of a parameter is one kernel instead of
-five array operations, Adam's one instead of 14 (16 with weight decay). Each line rounds as the plain core's operation that it replaces.
+five array operations, Adam's one instead of 14 (16 with weight decay). Each line rounds as
+the plain core's operation that it replaces.
 """
 from __future__ import annotations
 

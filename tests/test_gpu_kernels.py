@@ -127,6 +127,33 @@ def test_batchnorm_matches_the_plain_core(gpu, shape):
     np.testing.assert_allclose(host(dx), want_dx, atol=4 * m * EPS32 * scale)
 
 
+@pytest.mark.parametrize("shape", [(3, 6, 4, 5, 3), (3, 40, 7)])       # [T, B, C, ...]
+def test_batchnorm_backward_over_t_copies_is_the_gpu_backward_of_the_folded_batch(gpu, shape):
+    """A direct-encoded layer's BatchNorm backward: the GPU's own backward (its float64
+    channel sums) over the T * B samples whose xhat is x[0]'s repeated T times, bit for bit;
+    and so the plain core's static backward to the size of its float32 sums."""
+    xp, installed = gpu
+    rng = np.random.default_rng(5)
+    T, C = shape[0], shape[2]
+    x0 = rng.normal(0.3, 2.0, size=shape[1:]).astype(np.float32)
+    dout = rng.normal(size=shape).astype(np.float32)
+    gamma, beta = (rng.normal(size=C).astype(np.float32) for _ in range(2))
+    with installed():
+        _, cache, _, _ = glayers.batchnorm_forward(*map(xp.asarray, (x0, gamma, beta)))
+        dx, grads = glayers.batchnorm_backward_static(xp.asarray(dout), cache)
+        copies = cache._replace(xhat=xp.asarray(np.concatenate([host(cache.xhat)] * T)))
+        want_dx, want_grads = glayers.batchnorm_backward(
+            xp.asarray(dout.reshape((-1,) + shape[2:])), copies)
+    assert dx.shape == shape
+    np.testing.assert_array_equal(host(dx), host(want_dx).reshape(shape))
+    for k in ("weight", "bias"):
+        np.testing.assert_array_equal(host(grads[k]), host(want_grads[k]))
+    plain_dx, _ = layers.batchnorm_backward_static(dout, cache._replace(
+        **{f: host(getattr(cache, f)) for f in ("xhat", "gamma", "inv_std")}))
+    m = dout.size // C
+    np.testing.assert_allclose(host(dx), plain_dx, atol=4 * m * EPS32 * np.abs(plain_dx).max())
+
+
 @pytest.mark.parametrize("momentum,weight_decay,nesterov", [(0.9, 0.0, False), (0.9, 1e-3, True),
                                                             (0.0, 1e-3, False)])
 def test_sgd_and_running_averages_equal_the_plain_update_bit_for_bit(gpu, momentum, weight_decay,

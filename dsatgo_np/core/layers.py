@@ -107,11 +107,18 @@ def batchnorm_backward_static(dout, cache: BatchNormCache):
     The statistics of T identical copies are those of x[0], so the forward's xhat of x[0]
     is the xhat of every step: the backward above on xhat repeated over T.
     """
+    return backward_over_copies(batchnorm_backward, dout, cache)
+
+
+def backward_over_copies(backward, dout, cache: BatchNormCache):
+    """batchnorm_backward_static with `backward` for the batch's backward: this module's, or a
+    faster one with the same contract (dsatgo_np/gpu/layers.py). T and B are folded into one
+    batch of T * B samples, whose xhat is the forward's xhat of x[0] repeated over T."""
     xp = get_xp(dout)
     T = dout.shape[0]
     xhat = xp.broadcast_to(cache.xhat, (T,) + cache.xhat.shape)            # (T, B, C, ...)
     folded = cache._replace(xhat=xhat.reshape((-1,) + cache.xhat.shape[1:]))  # (T*B, C, ...)
-    dx, grads = batchnorm_backward(dout.reshape((-1,) + dout.shape[2:]), folded)
+    dx, grads = backward(dout.reshape((-1,) + dout.shape[2:]), folded)
     return dx.reshape(dout.shape), grads
 
 

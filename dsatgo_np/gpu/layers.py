@@ -8,7 +8,7 @@ the plain core's operation that it replaces.
 """
 from __future__ import annotations
 
-from ..core.layers import BatchNormCache
+from ..core.layers import BatchNormCache, backward_over_copies
 from .build import cuda_module, kernel
 from .stats import channel_moments, channel_sums
 
@@ -62,12 +62,7 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 def batchnorm_backward_static(dout, cache: BatchNormCache):
     """layers.batchnorm_backward_static on the GPU: the backward above on xhat repeated over T.
     dout: [T, B, C, ...] -> (dx [T, B, C, ...], grads)."""
-    xp = cuda_module(dout)
-    T = dout.shape[0]
-    xhat = xp.broadcast_to(cache.xhat, (T,) + cache.xhat.shape)            # (T, B, C, ...)
-    folded = cache._replace(xhat=xhat.reshape((-1,) + cache.xhat.shape[1:]))  # (T*B, C, ...)
-    dx, grads = batchnorm_backward(dout.reshape((-1,) + dout.shape[2:]), folded)
-    return dx.reshape(dout.shape), grads
+    return backward_over_copies(batchnorm_backward, dout, cache)
 
 
 # --- running averages: threshold.update_running --------------------------------------------
